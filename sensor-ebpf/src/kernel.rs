@@ -1,0 +1,145 @@
+//! Reading kernel memory at BTF-resolved offsets.
+
+use core::{ffi::c_void, mem::MaybeUninit};
+
+use aya_ebpf::helpers::generated::{bpf_probe_read_kernel, bpf_probe_read_kernel_str};
+use sensor_common::{KernelOffsets, LoadConfig};
+
+/// Written by userspace before load (`EbpfLoader::set_global`); the verifier sees these as
+/// constants because the section is frozen.
+#[unsafe(no_mangle)]
+static LOAD_CONFIG: LoadConfig = unsafe { core::mem::zeroed() };
+
+/// The load-time configuration. A volatile read keeps the compiler from folding the zeroes.
+#[inline(always)]
+pub fn config() -> &'static LoadConfig {
+    // SAFETY: LOAD_CONFIG is a valid static; read_volatile only prevents constant folding.
+    unsafe { &*core::ptr::read_volatile(&&raw const LOAD_CONFIG) }
+}
+
+#[inline(always)]
+pub fn offsets() -> &'static KernelOffsets {
+    &config().offsets
+}
+
+/// Reads a `T` at `base + off` in kernel memory.
+#[inline(always)]
+pub fn read<T: Copy>(base: u64, off: u32) -> Result<T, i64> {
+    let mut value = MaybeUninit::<T>::uninit();
+    // SAFETY: bpf_probe_read_kernel checks the source address and writes exactly
+    // size_of::<T>() bytes into `value`, which is that large.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            value.as_mut_ptr().cast::<c_void>(),
+            size_of::<T>() as u32,
+            (base.wrapping_add(off as u64)) as *const c_void,
+        )
+    };
+    if ret < 0 {
+        Err(ret)
+    } else {
+        // SAFETY: the helper succeeded, so all bytes were written; T is plain data.
+        Ok(unsafe { value.assume_init() })
+    }
+}
+
+/// Reads a pointer at `base + off`; a null pointer is an error.
+#[inline(always)]
+pub fn read_ptr(base: u64, off: u32) -> Result<u64, i64> {
+    match read::<u64>(base, off)? {
+        0 => Err(-14),
+        p => Ok(p),
+    }
+}
+
+/// Copies a NUL-terminated kernel string of at most `N` bytes (NUL included) to `dst`.
+/// Returns the string's length without the NUL.
+///
+/// # Safety
+/// `dst` must point to at least `N` writable bytes.
+#[inline(always)]
+pub unsafe fn read_str<const N: usize>(dst: *mut u8, src: u64) -> Result<usize, i64> {
+    // SAFETY: the caller guarantees N writable bytes at dst; the helper checks src.
+    let ret = unsafe { bpf_probe_read_kernel_str(dst.cast(), N as u32, src as *const c_void) };
+    if ret <= 0 {
+        Err(ret)
+    } else {
+        Ok(ret as usize - 1)
+    }
+}
+
+/// Copies a NUL-terminated user string of at most `N` bytes (NUL included) to `dst`.
+/// Returns the string's length without the NUL.
+///
+/// # Safety
+/// `dst` must point to at least `N` writable bytes.
+#[inline(always)]
+pub unsafe fn read_user_str<const N: usize>(dst: *mut u8, src: u64) -> Result<usize, i64> {
+    // SAFETY: the caller guarantees N writable bytes at dst; the helper checks src.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user_str(
+            dst.cast(),
+            N as u32,
+            src as *const c_void,
+        )
+    };
+    if ret <= 0 {
+        Err(ret)
+    } else {
+        Ok(ret as usize - 1)
+    }
+}
+
+/// The first byte of a user string.
+#[inline(always)]
+pub fn user_byte(src: u64) -> Result<u8, i64> {
+    let mut b = 0u8;
+    // SAFETY: one byte is written into b; the helper checks src.
+    let ret = unsafe {
+        aya_ebpf::helpers::generated::bpf_probe_read_user(
+            (&raw mut b).cast(),
+            1,
+            src as *const c_void,
+        )
+    };
+    if ret < 0 { Err(ret) } else { Ok(b) }
+}
+
+/// `AT_FDCWD`: a path relative to the working directory.
+pub const AT_FDCWD: i32 = -100;
+
+/// The `struct file *` behind file descriptor `fd` of `task`.
+#[inline(always)]
+pub fn fd_file(task: u64, fd: i32) -> Result<u64, i64> {
+    let o = offsets();
+    if fd < 0 {
+        return Err(-9);
+    }
+    let files = read_ptr(task, o.task_files)?;
+    let fdt = read_ptr(files, o.files_fdt)?;
+    let max: u32 = read(fdt, o.fdtable_max_fds)?;
+    if fd as u32 >= max {
+        return Err(-9);
+    }
+    let fds = read_ptr(fdt, o.fdtable_fd)?;
+    read_ptr(fds, fd as u32 * 8)
+}
+
+/// (vfsmount, dentry) of a `struct path` at `path`.
+#[inline(always)]
+pub fn path_parts(path: u64) -> Result<(u64, u64), i64> {
+    let o = offsets();
+    Ok((read_ptr(path, o.path_mnt)?, read_ptr(path, o.path_dentry)?))
+}
+
+/// (vfsmount, dentry) of the directory a `*at` syscall resolves `dirfd` against.
+#[inline(always)]
+pub fn dirfd_path(task: u64, dirfd: i32) -> Result<(u64, u64), i64> {
+    let o = offsets();
+    if dirfd == AT_FDCWD {
+        let fs = read_ptr(task, o.task_fs)?;
+        return path_parts(fs.wrapping_add(o.fs_pwd as u64));
+    }
+    let file = fd_file(task, dirfd)?;
+    path_parts(file.wrapping_add(o.file_path as u64))
+}

@@ -1,0 +1,249 @@
+//! Absolute paths from (vfsmount, dentry) pairs, as `d_path` would build them, crossing mount
+//! points up to the root of the task's mount namespace.
+//!
+//! The walk first collects the dentries from the leaf up, then writes their names root first
+//! into the record, so the path comes out in reading order and can be matched against prefixes
+//! in the kernel. Both loops run under `bpf_loop` (Linux 5.17+) with their state in the per-CPU
+//! scratch map: the verifier checks each loop body once instead of once per iteration and
+//! path shape.
+
+use core::ffi::c_void;
+
+use aya_ebpf::{helpers::generated::bpf_loop, maps::lpm_trie::Key};
+use sensor_common::{PATH_FILTER_KEY_LEN, PATH_MAX, SCRATCH_HALF};
+
+use crate::{
+    kernel::{dirfd_path, offsets, path_parts, read, read_ptr, read_str, read_user_str, user_byte},
+    maps::Scratch,
+};
+
+/// Longest name of one path component, NUL included.
+const NAME_MAX: usize = 256;
+/// Steps of the walk: one per component or mount crossing. Deeper paths are truncated.
+const WALK_STEPS: u32 = 48;
+const SLOTS: usize = 64;
+const SLOT_MASK: usize = SLOTS - 1;
+const HALF_MASK: usize = SCRATCH_HALF - 1;
+const _: () = assert!(SLOTS.is_power_of_two() && SLOTS >= WALK_STEPS as usize);
+const _: () = assert!(SCRATCH_HALF.is_power_of_two());
+
+/// Per-CPU working memory of the walk.
+#[repr(C)]
+pub struct PathScratch {
+    /// The dentries from the leaf up; 0 marks a mount crossing (no component).
+    dentries: [u64; SLOTS],
+    /// How many slots the walk filled.
+    steps: u64,
+    /// The walk stopped before reaching the root, or a name did not fit.
+    truncated: u64,
+    /// A kernel read failed.
+    failed: u64,
+    /// Where the walk stands: current vfsmount, its struct mount, current dentry.
+    vfsmnt: u64,
+    mount: u64,
+    dentry: u64,
+    /// Where the writing stands in the record buffer, and where the path began.
+    off: u64,
+    start: u64,
+    /// The task's root directory: the walk ends there (a chrooted or pivoted process sees
+    /// paths from its own root).
+    root_mnt: u64,
+    root_dentry: u64,
+    /// Key for the path prefix filter lookup.
+    pub filter_key: Key<[u8; PATH_FILTER_KEY_LEN]>,
+}
+
+pub struct Written {
+    /// Bytes written, without a NUL.
+    pub len: usize,
+    pub truncated: bool,
+}
+
+/// What `bpf_loop` hands each step: it must live on the stack.
+#[repr(C)]
+struct LoopCtx {
+    scratch: *mut Scratch,
+}
+
+/// Continue or stop, as `bpf_loop` callbacks answer.
+const CONTINUE: i64 = 0;
+const STOP: i64 = 1;
+
+/// One step of the walk from the leaf towards the root.
+extern "C" fn collect_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: ctx is the LoopCtx that write_path put on its stack, pointing at this CPU's
+    // scratch area for the duration of the loop.
+    let s = unsafe { &mut *(*(ctx as *mut LoopCtx)).scratch };
+    let p = &mut s.path;
+    let o = offsets();
+    let d = p.dentry;
+    if d == p.root_dentry && p.vfsmnt == p.root_mnt {
+        p.truncated = 0;
+        return STOP;
+    }
+    let (Ok(mnt_root), Ok(parent)) = (
+        read::<u64>(p.vfsmnt, o.vfsmount_root),
+        read::<u64>(d, o.dentry_parent),
+    ) else {
+        p.failed = 1;
+        return STOP;
+    };
+    let slot = i as usize & SLOT_MASK;
+    if d == mnt_root {
+        let Ok(parent_mount) = read::<u64>(p.mount, o.mount_parent) else {
+            p.failed = 1;
+            return STOP;
+        };
+        if parent_mount == p.mount || parent_mount == 0 {
+            // The root of the mount namespace.
+            p.truncated = 0;
+            return STOP;
+        }
+        // Cross to the mount point in the parent mount.
+        let Ok(mountpoint) = read_ptr(p.mount, o.mount_mountpoint) else {
+            p.failed = 1;
+            return STOP;
+        };
+        p.dentries[slot] = 0;
+        p.steps = i + 1;
+        p.dentry = mountpoint;
+        p.mount = parent_mount;
+        p.vfsmnt = parent_mount.wrapping_add(o.mount_mnt as u64);
+        return CONTINUE;
+    }
+    p.dentries[slot] = d;
+    p.steps = i + 1;
+    if d == parent {
+        // The root of a file system that is not mounted here: a pseudo file (memfd, pipe) or
+        // a detached tree. Its own name is the whole path.
+        p.truncated = 0;
+        return STOP;
+    }
+    p.dentry = parent;
+    CONTINUE
+}
+
+/// One step of the writing, root side first: "/" and one name.
+extern "C" fn write_step(i: u64, ctx: *mut c_void) -> i64 {
+    // SAFETY: as in collect_step.
+    let s = unsafe { &mut *(*(ctx as *mut LoopCtx)).scratch };
+    let steps = s.path.steps;
+    if i >= steps {
+        return STOP;
+    }
+    let d = s.path.dentries[(steps - 1 - i) as usize & SLOT_MASK];
+    if d == 0 {
+        return CONTINUE;
+    }
+    let off = s.path.off as usize & HALF_MASK;
+    if off - (s.path.start as usize & HALF_MASK) + 1 + NAME_MAX > PATH_MAX {
+        s.path.truncated = 1;
+        return STOP;
+    }
+    let Ok(name) = read::<u64>(d, offsets().dentry_name_ptr) else {
+        s.path.failed = 1;
+        return STOP;
+    };
+    s.buf[off] = b'/';
+    let pos = (off + 1) & HALF_MASK;
+    // SAFETY: pos < SCRATCH_HALF and NAME_MAX <= SCRATCH_HALF, so the write stays inside the
+    // buffer of SCRATCH_LEN bytes.
+    match unsafe { read_str::<NAME_MAX>(s.buf.as_mut_ptr().add(pos), name) } {
+        Ok(len) => {
+            s.path.off = (off + 1 + (len & (NAME_MAX - 1))) as u64;
+            CONTINUE
+        }
+        Err(_) => {
+            s.path.failed = 1;
+            STOP
+        }
+    }
+}
+
+/// Writes the absolute path of (mnt, dentry) at `s.buf[start..]`, at most `PATH_MAX` bytes,
+/// without a NUL. `start` must be below `SCRATCH_HALF`.
+#[inline(always)]
+pub fn write_path(s: &mut Scratch, start: usize, mnt: u64, dentry: u64) -> Result<Written, i64> {
+    let o = offsets();
+    let p = &mut s.path;
+    p.steps = 0;
+    p.truncated = 1;
+    p.failed = 0;
+    p.vfsmnt = mnt;
+    p.mount = mnt.wrapping_sub(o.mount_mnt as u64);
+    p.dentry = dentry;
+    p.start = start as u64;
+    p.off = start as u64;
+    // SAFETY: a helper without preconditions.
+    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    let (root_mnt, root_dentry) = read_ptr(task, o.task_fs)
+        .and_then(|fs| path_parts(fs.wrapping_add(o.fs_root as u64)))
+        .unwrap_or((0, 0));
+    p.root_mnt = root_mnt;
+    p.root_dentry = root_dentry;
+    let mut ctx = LoopCtx {
+        scratch: s as *mut Scratch,
+    };
+    let ctx_ptr = (&raw mut ctx).cast::<c_void>();
+    // SAFETY: the callbacks only use ctx, which outlives the calls.
+    unsafe {
+        bpf_loop(WALK_STEPS, collect_step as *mut c_void, ctx_ptr, 0);
+        bpf_loop(WALK_STEPS, write_step as *mut c_void, ctx_ptr, 0);
+    }
+    let s = &mut *s;
+    if s.path.failed != 0 && s.path.off == s.path.start {
+        return Err(-14);
+    }
+    let mut end = s.path.off as usize & HALF_MASK;
+    if end <= start {
+        s.buf[start & HALF_MASK] = b'/';
+        end = start + 1;
+    }
+    Ok(Written {
+        len: end - start,
+        truncated: s.path.truncated != 0,
+    })
+}
+
+/// Longest user-supplied path part a record carries.
+const USER_PATH_MAX: usize = 512;
+
+/// Writes the path a syscall names with (`dirfd`, user string `upath`): the string itself when
+/// absolute, else the directory's path, "/", and the string. The result is not normalised
+/// ("a/../b" stays as given); userspace cleans it.
+#[inline(always)]
+pub fn write_at_path(
+    s: &mut Scratch,
+    start: usize,
+    dirfd: i32,
+    upath: u64,
+) -> Result<Written, i64> {
+    let mut w = Written {
+        len: 0,
+        truncated: false,
+    };
+    if user_byte(upath)? != b'/' {
+        // SAFETY: a helper without preconditions.
+        let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+        let (mnt, dentry) = dirfd_path(task, dirfd)?;
+        w = write_path(s, start, mnt, dentry)?;
+        if w.len == 1 {
+            // The directory is the root: "/name", not "//name".
+            w.len = 0;
+        }
+        if w.len + 1 + USER_PATH_MAX > PATH_MAX {
+            w.truncated = true;
+            return Ok(w);
+        }
+        s.buf[(start + w.len) & HALF_MASK] = b'/';
+        w.len += 1;
+    }
+    let pos = (start + w.len) & HALF_MASK;
+    // SAFETY: pos < SCRATCH_HALF and USER_PATH_MAX <= SCRATCH_HALF: the write stays inside.
+    let len = unsafe { read_user_str::<USER_PATH_MAX>(s.buf.as_mut_ptr().add(pos), upath)? };
+    if len == USER_PATH_MAX - 1 {
+        w.truncated = true;
+    }
+    w.len += len & (USER_PATH_MAX - 1);
+    Ok(w)
+}

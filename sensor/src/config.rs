@@ -1,0 +1,235 @@
+//! The sensor's configuration: one struct, documented defaults, unknown fields rejected, and
+//! every invalid value reported with the name of its field.
+
+use std::path::{Path, PathBuf};
+
+use sensor_common::{ARGS_MAX, PATH_FILTER_KEY_LEN};
+use serde::Deserialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config field `{field}`: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+/// Sensor settings. A TOML file sets any subset; the rest keep their defaults.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Size of the kernel ring buffer in bytes: a power of two, at least 4096. Default 8 MiB.
+    pub ring_buffer_bytes: u32,
+    /// The kernel wakes the reader once this many bytes wait; 0 wakes on every record.
+    /// Default 64 KiB: bursts cost one wakeup. Smaller batches wait at most `poll_interval_ms`.
+    pub wakeup_bytes: u64,
+    /// How often the reader drains the ring buffer without a wakeup, in ms. Default 20.
+    pub poll_interval_ms: u64,
+    /// Most bytes of argv captured per exec (1..=4096). Longer argv is flagged truncated.
+    pub args_max_bytes: u32,
+    /// Report processes of the host (not in a container). Default true.
+    pub report_host_processes: bool,
+    /// File events under these path prefixes are dropped in the kernel.
+    pub ignore_path_prefixes: Vec<String>,
+    /// When set, only file events under these prefixes are reported (the longest matching
+    /// prefix of either list wins).
+    pub include_path_prefixes: Vec<String>,
+    /// Most processes the process table keeps. Default 65536.
+    pub process_table_capacity: usize,
+    /// Events waiting for the output; beyond that they are dropped and counted. Default 65536.
+    pub event_queue_capacity: usize,
+    /// The cgroup v1 controller whose hierarchy identifies a task's cgroup on v1 and hybrid
+    /// hosts ("auto": the first mounted of memory, pids, cpu, cpuacct, blkio; "none").
+    pub cgroup_v1_controller: String,
+    /// How often lost-event counters are checked and reported, in ms. Default 1000.
+    pub loss_report_interval_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            ring_buffer_bytes: 8 << 20,
+            wakeup_bytes: 64 << 10,
+            poll_interval_ms: 20,
+            args_max_bytes: ARGS_MAX as u32,
+            report_host_processes: true,
+            ignore_path_prefixes: Vec::new(),
+            include_path_prefixes: Vec::new(),
+            process_table_capacity: 65536,
+            event_queue_capacity: 65536,
+            cgroup_v1_controller: "auto".to_string(),
+            loss_report_interval_ms: 1000,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and validates a TOML config file.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let config = Config::from_toml(&text).map_err(|e| match e {
+            ConfigError::Parse { message, .. } => ConfigError::Parse {
+                path: path.to_path_buf(),
+                message,
+            },
+            other => other,
+        })?;
+        Ok(config)
+    }
+
+    /// Parses and validates TOML text.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let config: Config = toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: PathBuf::from("<inline>"),
+            message: e.to_string().trim_end().to_string(),
+        })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks every value; the error names the field.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |field, reason: String| Err(ConfigError::Invalid { field, reason });
+        if !self.ring_buffer_bytes.is_power_of_two() || self.ring_buffer_bytes < 4096 {
+            return invalid(
+                "ring_buffer_bytes",
+                format!(
+                    "{} is not a power of two of at least 4096",
+                    self.ring_buffer_bytes
+                ),
+            );
+        }
+        if self.args_max_bytes == 0 || self.args_max_bytes as usize > ARGS_MAX {
+            return invalid(
+                "args_max_bytes",
+                format!("{} is not within 1..={ARGS_MAX}", self.args_max_bytes),
+            );
+        }
+        if self.poll_interval_ms == 0 || self.poll_interval_ms > 10_000 {
+            return invalid(
+                "poll_interval_ms",
+                format!("{} is not within 1..=10000", self.poll_interval_ms),
+            );
+        }
+        if self.loss_report_interval_ms == 0 {
+            return invalid("loss_report_interval_ms", "must be at least 1".to_string());
+        }
+        if self.process_table_capacity == 0 {
+            return invalid("process_table_capacity", "must be at least 1".to_string());
+        }
+        if self.event_queue_capacity == 0 {
+            return invalid("event_queue_capacity", "must be at least 1".to_string());
+        }
+        for (field, list) in [
+            ("ignore_path_prefixes", &self.ignore_path_prefixes),
+            ("include_path_prefixes", &self.include_path_prefixes),
+        ] {
+            for prefix in list {
+                if !prefix.starts_with('/') {
+                    return invalid(field, format!("{prefix:?} is not an absolute path"));
+                }
+                if prefix.len() > PATH_FILTER_KEY_LEN {
+                    return invalid(
+                        field,
+                        format!("{prefix:?} is longer than {PATH_FILTER_KEY_LEN} bytes"),
+                    );
+                }
+            }
+        }
+        if self.ignore_path_prefixes.len() + self.include_path_prefixes.len() > 256 {
+            return invalid(
+                "ignore_path_prefixes",
+                "more than 256 prefixes in all".to_string(),
+            );
+        }
+        match self.cgroup_v1_controller.as_str() {
+            "auto" | "none" | "memory" | "pids" | "cpu" | "cpuacct" | "blkio" | "io" | "cpuset"
+            | "devices" | "freezer" | "net_cls" | "perf_event" | "net_prio" | "hugetlb" => Ok(()),
+            other => invalid(
+                "cgroup_v1_controller",
+                format!("unknown controller {other:?}"),
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        assert_eq!(Config::from_toml("").expect("valid"), Config::default());
+    }
+
+    #[test]
+    fn fields_are_read() {
+        let c = Config::from_toml(
+            "ring_buffer_bytes = 65536\nargs_max_bytes = 128\nreport_host_processes = false\n\
+             ignore_path_prefixes = [\"/proc/\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.ring_buffer_bytes, 65536);
+        assert_eq!(c.args_max_bytes, 128);
+        assert!(!c.report_host_processes);
+        assert_eq!(c.ignore_path_prefixes, vec!["/proc/".to_string()]);
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = Config::from_toml("ring_bufer_bytes = 4096").expect_err("unknown field");
+        let msg = e.to_string();
+        assert!(msg.contains("ring_bufer_bytes"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let msg = Config::from_toml("args_max_bytes = \"many\"")
+            .expect_err("type")
+            .to_string();
+        assert!(msg.contains("args_max_bytes"), "{msg}");
+    }
+
+    #[test]
+    fn invalid_values_name_their_field() {
+        for (toml, field) in [
+            ("ring_buffer_bytes = 5000", "ring_buffer_bytes"),
+            ("ring_buffer_bytes = 2048", "ring_buffer_bytes"),
+            ("args_max_bytes = 0", "args_max_bytes"),
+            ("args_max_bytes = 4097", "args_max_bytes"),
+            ("poll_interval_ms = 0", "poll_interval_ms"),
+            ("process_table_capacity = 0", "process_table_capacity"),
+            ("event_queue_capacity = 0", "event_queue_capacity"),
+            ("ignore_path_prefixes = [\"tmp\"]", "ignore_path_prefixes"),
+            ("cgroup_v1_controller = \"bogus\"", "cgroup_v1_controller"),
+        ] {
+            match Config::from_toml(toml) {
+                Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{toml}"),
+                other => panic!("{toml}: expected Invalid({field}), got {other:?}"),
+            }
+        }
+        let long = format!("include_path_prefixes = [\"/{}\"]", "a".repeat(200));
+        assert!(matches!(
+            Config::from_toml(&long),
+            Err(ConfigError::Invalid {
+                field: "include_path_prefixes",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn missing_file_names_the_path() {
+        let e = Config::from_file(Path::new("/nonexistent/jobwatch.toml")).expect_err("missing");
+        assert!(e.to_string().contains("/nonexistent/jobwatch.toml"));
+    }
+}

@@ -1,0 +1,16 @@
+//! jobwatch's node sensor: loads the eBPF programs, reads their records from the ring buffer,
+//! decodes them, keeps a process table and emits events.
+
+pub mod app;
+pub mod btf;
+pub mod clock;
+pub mod config;
+pub mod event;
+pub mod host;
+pub mod kernel_offsets;
+pub mod output;
+pub mod pipeline;
+pub mod probes;
+pub mod process_table;
+pub mod procfs;
+pub mod record;

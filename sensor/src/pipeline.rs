@@ -1,0 +1,266 @@
+//! The sensor's pipeline: ring buffer reader (`AsyncFd`) -> decode -> process table -> events
+//! on a bounded queue. Every place an event can be lost is counted.
+
+use std::{
+    path::Path,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
+    time::Duration,
+};
+
+use aya::maps::{MapData, RingBuf};
+use tokio::{io::unix::AsyncFd, sync::mpsc, time::MissedTickBehavior};
+use tokio_util::sync::CancellationToken;
+
+use crate::{
+    clock::BootClock,
+    config::Config,
+    event::{self, Event, EventKind, LostEvents},
+    probes::{Attached, KernelCounterReader, KernelCounters, LoadError, Probes},
+    process_table::ProcessTable,
+    procfs,
+    record::{Record, decode},
+};
+
+/// Userspace counters, shared with whoever reports them.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub records: AtomicU64,
+    pub decode_errors: AtomicU64,
+    /// Events dropped because the output queue was full.
+    pub queue_full: AtomicU64,
+    pub exec_events: AtomicU64,
+    pub exit_events: AtomicU64,
+    pub file_events: AtomicU64,
+    /// Kernel losses already reported as `lost_events`.
+    pub lost_reported: AtomicU64,
+    pub processes_seeded: AtomicU64,
+}
+
+/// A running sensor: its events arrive on `events`.
+pub struct RunningSensor {
+    pub events: mpsc::Receiver<Event>,
+    pub stats: Arc<Stats>,
+    pub attached: Vec<&'static str>,
+    counters: Arc<KernelCounterReader>,
+    cancel: CancellationToken,
+    reader: tokio::task::JoinHandle<()>,
+    _probes: Attached,
+}
+
+impl RunningSensor {
+    /// Loads the programs and starts reading.
+    pub async fn start(config: &Config) -> Result<RunningSensor, LoadError> {
+        let probes = Probes::load(config)?;
+        Ok(RunningSensor::from_probes(probes, config))
+    }
+
+    /// Starts reading from already loaded probes (records that arrived meanwhile are read
+    /// first, or were counted as lost if they did not fit).
+    pub fn from_probes(probes: Probes, config: &Config) -> RunningSensor {
+        let attached = probes.attached.clone();
+        let (ring, counters, probes) = probes.split();
+        let counters = Arc::new(counters);
+        let stats = Arc::new(Stats::default());
+        let (tx, rx) = mpsc::channel(config.event_queue_capacity);
+        let cancel = CancellationToken::new();
+
+        let mut table = ProcessTable::new(config.process_table_capacity);
+        seed_process_table(&mut table, &stats);
+
+        let reader = Reader {
+            table,
+            clock: BootClock::now(),
+            tx,
+            stats: Arc::clone(&stats),
+            counters: Arc::clone(&counters),
+            reported_ringbuf: 0,
+            unreported_queue: 0,
+            reported_queue: 0,
+        };
+        let poll = Duration::from_millis(config.poll_interval_ms);
+        let loss = Duration::from_millis(config.loss_report_interval_ms);
+        let task = tokio::spawn(reader.run(ring, poll, loss, cancel.clone()));
+        RunningSensor {
+            events: rx,
+            stats,
+            attached,
+            counters,
+            cancel,
+            reader: task,
+            _probes: probes,
+        }
+    }
+
+    pub fn kernel_counters(&self) -> KernelCounters {
+        self.counters.read()
+    }
+
+    /// Stops reading and detaches the programs.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        if let Err(e) = self.reader.await {
+            tracing::error!(error = %e, "ring buffer reader ended abnormally");
+        }
+    }
+
+    /// A token that stops the reader when cancelled.
+    pub fn cancel_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+}
+
+fn seed_process_table(table: &mut ProcessTable, stats: &Stats) {
+    let unified = procfs::unified_cgroup_root();
+    match procfs::scan_processes(Path::new("/proc"), &unified) {
+        Ok(scan) => {
+            let n = scan.processes.len();
+            for p in scan.processes {
+                table.on_exec(p);
+            }
+            stats.processes_seeded.store(n as u64, Ordering::Relaxed);
+            tracing::info!(
+                processes = n,
+                skipped = scan.skipped,
+                "process table seeded from /proc"
+            );
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot seed the process table from /proc"),
+    }
+}
+
+struct Reader {
+    table: ProcessTable,
+    clock: BootClock,
+    tx: mpsc::Sender<Event>,
+    stats: Arc<Stats>,
+    counters: Arc<KernelCounterReader>,
+    reported_ringbuf: u64,
+    /// Queue drops not yet reported in the stream (the report itself needs queue room).
+    unreported_queue: u64,
+    reported_queue: u64,
+}
+
+impl Reader {
+    async fn run(
+        mut self,
+        ring: RingBuf<MapData>,
+        poll: Duration,
+        loss: Duration,
+        cancel: CancellationToken,
+    ) {
+        // SAFETY: the ring buffer owns its map fd and the AsyncFd owns the ring buffer, so the
+        // fd stays open and unchanged while registered.
+        let registered =
+            unsafe { AsyncFd::register_with_interest(ring, tokio::io::Interest::READABLE) };
+        let mut fd = match registered {
+            Ok(fd) => fd,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot poll the ring buffer");
+                return;
+            }
+        };
+        let mut poll_tick = tokio::time::interval(poll);
+        poll_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let mut loss_tick = tokio::time::interval(loss);
+        loss_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = cancel.cancelled() => {
+                    self.drain(fd.get_mut());
+                    self.report_losses();
+                    break;
+                }
+                ready = fd.readable_mut() => match ready {
+                    Ok(mut guard) => {
+                        self.drain(guard.get_inner_mut());
+                        guard.clear_ready();
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "ring buffer poll failed");
+                        break;
+                    }
+                },
+                _ = poll_tick.tick() => self.drain(fd.get_mut()),
+                _ = loss_tick.tick() => self.report_losses(),
+            }
+        }
+    }
+
+    fn drain(&mut self, ring: &mut RingBuf<MapData>) {
+        while let Some(item) = ring.next() {
+            self.stats.records.fetch_add(1, Ordering::Relaxed);
+            let event = match decode(&item) {
+                Ok(record) => self.handle(record),
+                Err(e) => {
+                    self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::warn!(error = %e, cause = e.cause(), len = item.len(), "undecodable record dropped");
+                    continue;
+                }
+            };
+            self.send(event);
+        }
+    }
+
+    fn handle(&mut self, record: Record<'_>) -> Event {
+        match record {
+            Record::Exec(v) => {
+                self.stats.exec_events.fetch_add(1, Ordering::Relaxed);
+                let info = event::exec_process_info(&v);
+                let parent = self.table.get(info.ppid);
+                let ev = event::exec_event(&self.clock, &v, &info, parent);
+                self.table.on_exec(info);
+                ev
+            }
+            Record::Exit(r) => {
+                self.stats.exit_events.fetch_add(1, Ordering::Relaxed);
+                let info = self.table.on_exit(r.tgid);
+                event::exit_event(&self.clock, &r, info.as_ref())
+            }
+            Record::File(v) => {
+                self.stats.file_events.fetch_add(1, Ordering::Relaxed);
+                let actor = self.table.get(v.fixed.process.tgid);
+                event::file_event(&self.clock, &v, actor)
+            }
+        }
+    }
+
+    fn send(&mut self, event: Event) {
+        if self.tx.try_send(event).is_err() {
+            self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
+            self.unreported_queue += 1;
+        }
+    }
+
+    /// Puts `lost_events` records in the stream for what was lost since the last report.
+    fn report_losses(&mut self) {
+        let ringbuf = self.counters.read().lost_ringbuf();
+        if ringbuf > self.reported_ringbuf {
+            let count = ringbuf - self.reported_ringbuf;
+            if self.try_report(count, "ring_buffer_full") {
+                self.reported_ringbuf = ringbuf;
+                self.stats.lost_reported.store(ringbuf, Ordering::Relaxed);
+            }
+        }
+        if self.unreported_queue > 0 {
+            let count = self.unreported_queue;
+            if self.try_report(count, "queue_full") {
+                self.reported_queue += count;
+                self.unreported_queue = 0;
+            }
+        }
+    }
+
+    fn try_report(&mut self, count: u64, cause: &'static str) -> bool {
+        tracing::warn!(count, cause, "events lost");
+        let boot_ns = crate::clock::boot_ns();
+        let ev = Event {
+            time: self.clock.rfc3339(boot_ns),
+            boot_ns,
+            kind: EventKind::LostEvents(LostEvents { count, cause }),
+        };
+        self.tx.try_send(ev).is_ok()
+    }
+}

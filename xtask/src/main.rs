@@ -1,0 +1,65 @@
+//! `cargo xtask <command>`: jobwatch's developer commands. The work is done in the library.
+
+use std::{ffi::OsString, process::ExitCode};
+
+use anyhow::{Context as _, Result};
+use clap::{Parser, Subcommand};
+
+/// jobwatch's developer commands.
+#[derive(Parser)]
+#[command(name = "cargo xtask", bin_name = "cargo xtask", version)]
+struct Cli {
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what building and testing need (apt packages, rust-src, bpf-linker); idempotent,
+    /// a few seconds when everything is present.
+    Setup,
+    /// Set up, then build the eBPF object (the same build that sensor/build.rs runs).
+    BuildEbpf,
+    /// Set up, build the sensor (release) and run it; needs root. Arguments after `--` go to the
+    /// sensor.
+    Run {
+        /// Arguments for the sensor.
+        #[arg(last = true)]
+        args: Vec<OsString>,
+    },
+    /// Set up, then fmt, clippy (workspace and eBPF crate), unit tests and privileged
+    /// integration tests; prints a summary and fails if any phase failed.
+    Test,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            // The chain of causes, without anyhow's backtrace (RUST_BACKTRACE is often set in CI).
+            eprintln!("xtask: error: {error}");
+            for cause in error.chain().skip(1) {
+                eprintln!("  caused by: {cause}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let root = xtask::workspace_root();
+    match cli.command {
+        Cmd::Setup => xtask::setup::run(&root).map(|()| ExitCode::SUCCESS),
+        Cmd::BuildEbpf => {
+            xtask::setup::run(&root)?;
+            let object = xtask::ebpf::build(&root)?;
+            let size = std::fs::metadata(&object)
+                .with_context(|| format!("failed to stat {}", object.display()))?
+                .len();
+            println!("{} ({size} bytes)", object.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Cmd::Run { args } => match xtask::run::run(&root, &args)? {},
+        Cmd::Test => xtask::test::run(&root),
+    }
+}
