@@ -10,6 +10,7 @@ use std::{
     process::{Command, ExitStatus, Stdio},
     sync::mpsc,
     thread,
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, Result, anyhow};
@@ -176,29 +177,72 @@ pub fn run_streaming(cmd: &mut Command, stdout_to: StdoutTo) -> Result<Output> {
     let err_reader = spawn_line_reader(stderr, Stream::Err, sender);
 
     let mut lines = Vec::new();
-    for (stream, mut line) in receiver {
-        if line.last() != Some(&b'\n') {
-            line.push(b'\n');
+    let mut exited: Option<(ExitStatus, Instant)> = None;
+    let mut readers_done = false;
+    loop {
+        match receiver.recv_timeout(POLL) {
+            Ok((stream, line)) => lines.push(echo(stream, stdout_to, line)),
+            Err(mpsc::RecvTimeoutError::Timeout) => {}
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                readers_done = true;
+                break;
+            }
         }
-        // A closed stdout or stderr (say, `| head`) must not stop us from draining the child.
-        let _ignored = match (stream, stdout_to) {
-            (Stream::Out, StdoutTo::Stdout) => write_flush(&mut io::stdout().lock(), &line),
-            _ => write_flush(&mut io::stderr().lock(), &line),
-        };
-        let text = String::from_utf8_lossy(&line);
-        lines.push(text.trim_end_matches(['\n', '\r']).to_owned());
+        if exited.is_none() {
+            let status = child
+                .try_wait()
+                .with_context(|| format!("failed to wait for `{}`", describe(cmd)))?;
+            exited = status.map(|status| (status, Instant::now()));
+        }
+        // A background process that the child left behind (a daemon a test forgot to stop)
+        // may hold the pipes open forever: do not wait for it.
+        if let Some((_, at)) = exited
+            && at.elapsed() > LINGER
+        {
+            eprintln!(
+                "xtask: `{}` exited but its output is still open (a process it left running?); \
+                 not waiting for it",
+                describe(cmd)
+            );
+            break;
+        }
     }
 
-    let status = child
-        .wait()
-        .with_context(|| format!("failed to wait for `{}`", describe(cmd)))?;
-    for reader in [out_reader, err_reader] {
-        reader
-            .join()
-            .map_err(|_| anyhow!("the thread reading `{}` panicked", describe(cmd)))?
-            .with_context(|| format!("failed to read the output of `{}`", describe(cmd)))?;
+    let status = match exited {
+        Some((status, _)) => status,
+        None => child
+            .wait()
+            .with_context(|| format!("failed to wait for `{}`", describe(cmd)))?,
+    };
+    if readers_done {
+        for reader in [out_reader, err_reader] {
+            reader
+                .join()
+                .map_err(|_| anyhow!("the thread reading `{}` panicked", describe(cmd)))?
+                .with_context(|| format!("failed to read the output of `{}`", describe(cmd)))?;
+        }
     }
     Ok(Output { status, lines })
+}
+
+/// How often to check whether the child exited while its output is quiet.
+const POLL: Duration = Duration::from_millis(100);
+/// How long to keep reading after the child exited.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Print one line where it belongs and return it as text (lossy UTF-8, line ending removed).
+fn echo(stream: Stream, stdout_to: StdoutTo, mut line: Vec<u8>) -> String {
+    if line.last() != Some(&b'\n') {
+        line.push(b'\n');
+    }
+    // A closed stdout or stderr (say, `| head`) must not stop us from draining the child.
+    let _ignored = match (stream, stdout_to) {
+        (Stream::Out, StdoutTo::Stdout) => write_flush(&mut io::stdout().lock(), &line),
+        _ => write_flush(&mut io::stderr().lock(), &line),
+    };
+    String::from_utf8_lossy(&line)
+        .trim_end_matches(['\n', '\r'])
+        .to_owned()
 }
 
 fn write_flush(out: &mut impl io::Write, bytes: &[u8]) -> io::Result<()> {
@@ -358,5 +402,16 @@ mod tests {
         let mut lines = output.lines;
         lines.sort();
         assert_eq!(lines, ["one", "three", "two"]);
+    }
+
+    #[test]
+    fn does_not_wait_for_a_leftover_process_holding_the_pipes() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo started; sleep 30 & exit 3"]);
+        let started = Instant::now();
+        let output = run_streaming(&mut cmd, StdoutTo::Stderr).expect("sh runs");
+        assert_eq!(output.status.code(), Some(3));
+        assert_eq!(output.lines, ["started"]);
+        assert!(started.elapsed() < Duration::from_secs(10));
     }
 }

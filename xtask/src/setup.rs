@@ -40,7 +40,8 @@ pub struct Requirement {
 pub const REQUIREMENTS: &[Requirement] = &[
     Requirement {
         kind: Kind::Apt("llvm-22-dev"),
-        why: "LLVM 22, which bpf-linker is built against and loads at run time (rustc 1.95 uses LLVM 22)",
+        why: "LLVM 22, which bpf-linker is built against and loads at run time (rustc 1.95 uses \
+              LLVM 22)",
     },
     Requirement {
         kind: Kind::Apt("libpolly-22-dev"),

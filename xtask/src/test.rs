@@ -82,7 +82,9 @@ enum Outcome {
         counts: Counts,
         summaries: usize,
     },
-    Skipped(String),
+    /// Did not run. Under CI (`CI=true`) a skipped phase counts as failed: a test that cannot
+    /// run must not pass silently there.
+    Skipped { reason: String, fails: bool },
 }
 
 struct Phase {
@@ -96,13 +98,20 @@ impl Phase {
     fn failed(&self) -> bool {
         match &self.outcome {
             Outcome::Ran { status, counts, .. } => !status.success() || counts.failed > 0,
-            Outcome::Skipped(_) => false,
+            Outcome::Skipped { fails, .. } => *fails,
         }
     }
 
     fn summary_line(&self) -> String {
         match &self.outcome {
-            Outcome::Skipped(reason) => format!("{}: SKIPPED ({reason})", self.name),
+            Outcome::Skipped { reason, fails } => {
+                let verdict = if *fails {
+                    "FAILED: skipped under CI"
+                } else {
+                    "SKIPPED"
+                };
+                format!("{}: {verdict} ({reason})", self.name)
+            }
             Outcome::Ran { status, .. } if self.kind == Kind::Check => {
                 if status.success() {
                     format!("{}: ok", self.name)
@@ -124,8 +133,8 @@ impl Phase {
                 }
                 if !status.success() && counts.failed == 0 {
                     notes.push(format!(
-                        "FAILED: cargo {status} after {summaries} test binaries reported; a build \
-                         error or a crashed test binary, see above"
+                        "FAILED: cargo ended with {status} after {summaries} test binaries \
+                         reported; a build error or a crashed test binary, see above"
                     ));
                 }
                 let mut line = format!(
@@ -247,16 +256,19 @@ pub fn run(workspace_root: &Path) -> Result<ExitCode> {
         };
         phases.push(phase);
     } else {
+        let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1");
         eprintln!(
             "==> privileged tests: WARNING: package {PRIVILEGED_TESTS_PACKAGE} is not in the \
-             workspace; skipping"
+             workspace; skipping{}",
+            if in_ci { " (a failure under CI)" } else { "" }
         );
         phases.push(Phase {
             name: "privileged tests",
             kind: Kind::Tests,
-            outcome: Outcome::Skipped(format!(
-                "package {PRIVILEGED_TESTS_PACKAGE} is not in the workspace"
-            )),
+            outcome: Outcome::Skipped {
+                reason: format!("package {PRIVILEGED_TESTS_PACKAGE} is not in the workspace"),
+                fails: in_ci,
+            },
             note: String::new(),
         });
     }
