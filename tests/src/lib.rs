@@ -119,7 +119,10 @@ impl Harness {
     }
 
     pub fn kernel_counters(&mut self) -> KernelCounters {
-        self.sensor.as_mut().expect("sensor running").kernel_counters()
+        self.sensor
+            .as_mut()
+            .expect("sensor running")
+            .kernel_counters()
     }
 
     /// Stops the sensor, detaching the programs.

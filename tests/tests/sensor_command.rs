@@ -1,0 +1,175 @@
+//! The `sensor` command as a user runs it: the README's run scenario, refusal without
+//! privileges, a bad config file, and a clean stop on SIGTERM.
+
+use std::{
+    io::{BufRead, BufReader, Read},
+    os::unix::process::CommandExt,
+    path::PathBuf,
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use jobwatch_tests::{TempDir, privileged};
+
+/// Builds the sensor binary (cargo builds test targets, not the library's binaries) and
+/// returns its path.
+fn sensor_binary() -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = Command::new(cargo)
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "jobwatch-sensor",
+            "--bin",
+            "sensor",
+        ])
+        .current_dir(&root)
+        .status()
+        .expect("cargo build runs");
+    assert!(status.success(), "the sensor binary builds");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug/sensor")
+}
+
+/// Reads a child's stderr on a thread; lines arrive on the channel.
+fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
+    let stderr = child.stderr.take().expect("piped stderr");
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
+}
+
+fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    let mut seen = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+        match rx.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => break,
+        }
+    }
+    panic!("no stderr line with {needle:?}; saw:\n{}", seen.join("\n"));
+}
+
+#[test]
+fn readme_run_scenario_prints_exec_and_file_events() {
+    if !privileged("readme_run_scenario_prints_exec_and_file_events") {
+        return;
+    }
+    let bin = sensor_binary();
+    let mut sensor = Command::new(&bin)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sensor starts");
+    let logs = stderr_lines(&mut sensor);
+    wait_line(&logs, "sensor running", Duration::from_secs(30));
+
+    let dir = TempDir::new("readme");
+    let script = format!(
+        "cd {} && touch jw-new && /bin/true one two three",
+        dir.path().display()
+    );
+    let status = Command::new("sh")
+        .args(["-c", &script])
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    std::thread::sleep(Duration::from_millis(500));
+
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(sensor.id() as i32, libc::SIGTERM) }, 0);
+    let mut out = String::new();
+    sensor
+        .stdout
+        .take()
+        .expect("stdout")
+        .read_to_string(&mut out)
+        .expect("stdout read");
+    let status = sensor.wait().expect("sensor exits");
+    assert!(status.success(), "a clean exit on SIGTERM, got {status}");
+    wait_line(&logs, "final counters", Duration::from_secs(5));
+
+    let events: Vec<serde_json::Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let exec = events
+        .iter()
+        .find(|e| e["type"] == "process_exec" && e["filename"] == "/bin/true")
+        .expect("exec event of /bin/true");
+    assert_eq!(
+        exec["args"],
+        serde_json::json!(["/bin/true", "one", "two", "three"])
+    );
+    assert_eq!(exec["cwd"], dir.path().to_string_lossy().as_ref());
+    assert_eq!(exec["process"]["uid"], 0);
+    let path = dir.join("jw-new");
+    let created = events
+        .iter()
+        .find(|e| e["type"] == "file_created" && e["path"] == path.to_string_lossy().as_ref())
+        .expect("file event of jw-new");
+    assert_eq!(created["operation"], "create");
+    assert_eq!(created["process"]["comm"], "touch");
+}
+
+#[test]
+fn refuses_to_run_without_privileges() {
+    if !privileged("refuses_to_run_without_privileges") {
+        return;
+    }
+    let bin = sensor_binary();
+    // nobody, without capabilities.
+    let out = Command::new(&bin)
+        .uid(65534)
+        .gid(65534)
+        .output()
+        .expect("sensor runs");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("must run as root"), "stderr: {stderr}");
+    assert!(stderr.contains("CAP_BPF"), "stderr: {stderr}");
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn bad_config_is_named_and_fatal() {
+    let bin = sensor_binary();
+    let dir = TempDir::new("config");
+    let cases = [
+        ("ring_buffer_bytes = 1000\n", "ring_buffer_bytes"),
+        ("report_host = true\n", "report_host"),
+        ("args_max_bytes = \"lots\"\n", "args_max_bytes"),
+    ];
+    for (i, (text, field)) in cases.into_iter().enumerate() {
+        let path = dir.join(&format!("c{i}.toml"));
+        std::fs::write(&path, text).expect("config written");
+        let out = Command::new(&bin)
+            .arg("--config")
+            .arg(&path)
+            .output()
+            .expect("sensor runs");
+        assert!(!out.status.success(), "{text}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(field), "{text}: {stderr}");
+    }
+    let out = Command::new(&bin)
+        .args(["--config", "/nonexistent.toml"])
+        .output()
+        .expect("runs");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
+}
