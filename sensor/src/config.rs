@@ -17,6 +17,12 @@ pub enum ConfigError {
     Parse { path: PathBuf, message: String },
     #[error("config field `{field}`: {reason}")]
     Invalid { field: &'static str, reason: String },
+    #[error("config file {path}: field `{field}`: {reason}")]
+    InvalidInFile {
+        path: PathBuf,
+        field: &'static str,
+        reason: String,
+    },
 }
 
 /// Sensor settings. A TOML file sets any subset; the rest keep their defaults.

@@ -463,13 +463,12 @@ fn load_error(hook: &Hook, target: &'static str, e: ProgramError) -> LoadError {
     }
 }
 
-/// Loads a hook's program and attaches it to each of its targets. Returns how many targets
-/// attached and why the others did not; a program the verifier rejects is an error.
-fn attach(
-    ebpf: &mut Ebpf,
-    btf: &Btf,
-    hook: &Hook,
-) -> Result<(usize, Vec<(&'static str, LoadError)>), LoadError> {
+/// How many targets of a hook attached, and why the others did not.
+type Attachments = (usize, Vec<(&'static str, LoadError)>);
+
+/// Loads a hook's program and attaches it to each of its targets; a program the verifier
+/// rejects is an error.
+fn attach(ebpf: &mut Ebpf, btf: &Btf, hook: &Hook) -> Result<Attachments, LoadError> {
     let program = ebpf
         .program_mut(hook.program)
         .ok_or(LoadError::MissingProgram(hook.program))?;

@@ -73,10 +73,7 @@ fn read_fixed<T: Copy>(bytes: &[u8]) -> Result<T, DecodeError> {
 }
 
 /// Splits `tail` into consecutive strings of the given lengths.
-fn split_tail<'a, const N: usize>(
-    tail: &'a [u8],
-    lens: [usize; N],
-) -> Result<[&'a [u8]; N], DecodeError> {
+fn split_tail<const N: usize>(tail: &[u8], lens: [usize; N]) -> Result<[&[u8]; N], DecodeError> {
     let total: usize = lens.iter().sum();
     if total > tail.len() {
         return Err(DecodeError::TailOverrun {

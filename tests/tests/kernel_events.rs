@@ -354,6 +354,7 @@ fn file_creations_are_reported_with_paths() {
     std::fs::OpenOptions::new()
         .write(true)
         .create(true)
+        .truncate(false)
         .open(&created)
         .expect("reopen");
     std::fs::File::open(&created).expect("open");
