@@ -175,22 +175,23 @@ fn binary_flags(dentry: u64) -> u32 {
     if read::<u32>(inode, o.inode_nlink) == Ok(0) {
         flags |= exec_flag::DELETED;
     }
-    if let Ok(name) = read::<u64>(dentry, o.dentry_name_ptr) {
-        if read::<[u8; 6]>(name, 0) == Ok(*b"memfd:") {
-            flags |= exec_flag::MEMFD;
-        }
+    if let Ok(name) = read::<u64>(dentry, o.dentry_name_ptr)
+        && read::<[u8; 6]>(name, 0) == Ok(*b"memfd:")
+    {
+        flags |= exec_flag::MEMFD;
     }
-    if o.ovl_upperdentry != 0 {
-        if let Ok(sb) = read_ptr(inode, o.inode_sb) {
-            if read::<u64>(sb, o.sb_magic) == Ok(OVERLAYFS_SUPER_MAGIC) {
-                let ovl = inode.wrapping_sub(o.ovl_vfs_inode as u64);
-                if let Ok(upper) = read::<u64>(ovl, o.ovl_upperdentry) {
-                    if upper != 0 {
-                        flags |= exec_flag::UPPER_LAYER;
-                    }
-                }
-            }
-        }
+    // An overlayfs inode whose upper dentry is set lives in (or was copied up to) the
+    // container's writable layer.
+    if o.ovl_upperdentry != 0
+        && let Ok(sb) = read_ptr(inode, o.inode_sb)
+        && read::<u64>(sb, o.sb_magic) == Ok(OVERLAYFS_SUPER_MAGIC)
+        && let Ok(upper) = read::<u64>(
+            inode.wrapping_sub(o.ovl_vfs_inode as u64),
+            o.ovl_upperdentry,
+        )
+        && upper != 0
+    {
+        flags |= exec_flag::UPPER_LAYER;
     }
     flags
 }
@@ -211,11 +212,12 @@ fn try_exit() -> Result<(), i64> {
     if live != 0 {
         return Ok(());
     }
-    if let Ok(mntns) = mount_ns(task) {
-        if is_host(mntns) && filter().report_host == 0 {
-            count(counter::FILTERED_HOST);
-            return Ok(());
-        }
+    if let Ok(mntns) = mount_ns(task)
+        && is_host(mntns)
+        && filter().report_host == 0
+    {
+        count(counter::FILTERED_HOST);
+        return Ok(());
     }
     let Some(mut entry) = EVENTS.reserve::<ExitRecord>(0) else {
         count(counter::LOST_RINGBUF_EXIT);
@@ -240,7 +242,7 @@ fn try_exit() -> Result<(), i64> {
         _pad: 0,
         start_time_ns,
     });
-    entry.submit(0);
+    entry.submit(maps::wakeup_flags(size_of::<ExitRecord>()));
     count(counter::EMITTED_EXIT);
     Ok(())
 }

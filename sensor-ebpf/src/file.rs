@@ -73,7 +73,7 @@ fn inode_mode(dentry: u64) -> u32 {
 #[inline(always)]
 fn remember(call: PendingCall) -> u32 {
     // An LRU map: when full it evicts the oldest entry instead of failing.
-    let _ = PENDING.insert(&bpf_get_current_pid_tgid(), &call, 0);
+    let _ = PENDING.insert(bpf_get_current_pid_tgid(), call, 0);
     0
 }
 
@@ -267,12 +267,12 @@ pub fn enter_fchmod(ctx: TracePointContext) -> u32 {
 #[tracepoint]
 pub fn exit_file_syscall(ctx: TracePointContext) -> u32 {
     let key = bpf_get_current_pid_tgid();
-    let Some(pending) = PENDING.get_ptr(&key) else {
+    let Some(pending) = PENDING.get_ptr(key) else {
         return 0;
     };
     // SAFETY: the value is copied before the entry is removed.
     let pending = unsafe { *pending };
-    let _ = PENDING.remove(&key);
+    let _ = PENDING.remove(key);
     // SAFETY: sys_exit_* records hold `long ret` at offset 16.
     let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
     if ret != 0 {
@@ -352,7 +352,7 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
     if w.truncated {
         flags |= file_flag::PATH_TRUNCATED;
     }
-    let path_len = w.len & (PATH_MAX - 1 | PATH_MAX);
+    let path_len = w.len & ((PATH_MAX - 1) | PATH_MAX);
     if !path_allowed(s, start, path_len) {
         count(counter::FILTERED_PATH);
         return Ok(());
@@ -385,7 +385,7 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
             }
         }
     }
-    let size = second + (old_len & (PATH_MAX - 1 | PATH_MAX));
+    let size = second + (old_len & ((PATH_MAX - 1) | PATH_MAX));
 
     rec.op = c.op;
     rec.flags = flags;

@@ -96,21 +96,27 @@ pub fn scratch() -> Option<&'static mut Scratch> {
     }
 }
 
-/// Sends the first `len` bytes of the scratch buffer. Wakes userspace only once enough bytes
-/// wait (`wakeup_bytes`), so bursts cost one wakeup; userspace also polls on a timer.
+/// Wakes userspace only once `wakeup_bytes` wait in the ring buffer, so a burst costs one
+/// wakeup; userspace also drains on a timer. 0 keeps the kernel's default (wake every time).
 #[inline(always)]
-pub fn submit(buf: &[u8; SCRATCH_LEN], len: usize, lost_counter: u32, emitted_counter: u32) {
-    if len > SCRATCH_LEN {
-        return;
-    }
+pub fn wakeup_flags(len: usize) -> u64 {
     let wakeup = config().wakeup_bytes;
-    let flags = if wakeup == 0 {
+    if wakeup == 0 {
         0
     } else if EVENTS.query(0) + len as u64 >= wakeup {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64
-    };
+    }
+}
+
+/// Sends the first `len` bytes of the scratch buffer.
+#[inline(always)]
+pub fn submit(buf: &[u8; SCRATCH_LEN], len: usize, lost_counter: u32, emitted_counter: u32) {
+    if len > SCRATCH_LEN {
+        return;
+    }
+    let flags = wakeup_flags(len);
     // SAFETY: len <= SCRATCH_LEN, checked above.
     let data = unsafe { core::slice::from_raw_parts(buf.as_ptr(), len) };
     match EVENTS.output::<[u8]>(data, flags) {
