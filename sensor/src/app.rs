@@ -45,8 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
     }
     let stats = std::sync::Arc::clone(&sensor.stats);
-    let kernel = sensor.kernel_counters();
-    sensor.shutdown().await;
+    let kernel = sensor.shutdown().await;
     match writer.await {
         Ok(Ok(n)) => tracing::info!(events = n, "output closed"),
         Ok(Err(e)) => tracing::warn!(error = %e, "output failed"),

@@ -54,6 +54,38 @@ pub struct Config {
     pub cgroup_v1_controller: String,
     /// How often lost-event counters are checked and reported, in ms. Default 1000.
     pub loss_report_interval_ms: u64,
+    /// Where container metadata comes from.
+    pub containerd: ContainerdConfig,
+    /// How long an event from an unknown container waits for its metadata, in ms. Default
+    /// 2000; then it is sent without it, flagged `metadata_pending`.
+    pub metadata_wait_ms: u64,
+    /// Most events waiting for container metadata at once. Default 4096.
+    pub metadata_pending_capacity: usize,
+}
+
+/// The `[containerd]` table.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ContainerdConfig {
+    /// Follow containerd for container metadata. Default true.
+    pub enabled: bool,
+    /// containerd's gRPC socket. Default /run/containerd/containerd.sock.
+    pub socket: PathBuf,
+    /// containerd namespaces to follow. Default ["k8s.io"] (the kubelet's).
+    pub namespaces: Vec<String>,
+    /// Longest wait between reconnection attempts, in ms. Default 30000.
+    pub max_backoff_ms: u64,
+}
+
+impl Default for ContainerdConfig {
+    fn default() -> Self {
+        ContainerdConfig {
+            enabled: true,
+            socket: PathBuf::from("/run/containerd/containerd.sock"),
+            namespaces: vec!["k8s.io".to_string()],
+            max_backoff_ms: 30_000,
+        }
+    }
 }
 
 impl Default for Config {
@@ -70,6 +102,9 @@ impl Default for Config {
             event_queue_capacity: 65536,
             cgroup_v1_controller: "auto".to_string(),
             loss_report_interval_ms: 1000,
+            containerd: ContainerdConfig::default(),
+            metadata_wait_ms: 2000,
+            metadata_pending_capacity: 4096,
         }
     }
 }
@@ -156,6 +191,37 @@ impl Config {
                 "more than 256 prefixes in all".to_string(),
             );
         }
+        if self.metadata_pending_capacity == 0 {
+            return invalid(
+                "metadata_pending_capacity",
+                "must be at least 1".to_string(),
+            );
+        }
+        if self.metadata_wait_ms > 60_000 {
+            return invalid(
+                "metadata_wait_ms",
+                format!("{} is above 60000", self.metadata_wait_ms),
+            );
+        }
+        if self.containerd.max_backoff_ms < 100 {
+            return invalid(
+                "containerd.max_backoff_ms",
+                "must be at least 100".to_string(),
+            );
+        }
+        for ns in &self.containerd.namespaces {
+            let ok = !ns.is_empty()
+                && ns.len() <= 76
+                && ns
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_'));
+            if !ok {
+                return invalid(
+                    "containerd.namespaces",
+                    format!("{ns:?} is not a containerd namespace name"),
+                );
+            }
+        }
         match self.cgroup_v1_controller.as_str() {
             "auto" | "none" | "memory" | "pids" | "cpu" | "cpuacct" | "blkio" | "io" | "cpuset"
             | "devices" | "freezer" | "net_cls" | "perf_event" | "net_prio" | "hugetlb" => Ok(()),
@@ -190,6 +256,22 @@ mod tests {
     }
 
     #[test]
+    fn containerd_table_is_read() {
+        let c = Config::from_toml(
+            "[containerd]\nsocket = \"/tmp/c.sock\"\nnamespaces = [\"a\", \"k8s.io\"]\n",
+        )
+        .expect("valid");
+        assert_eq!(c.containerd.socket, PathBuf::from("/tmp/c.sock"));
+        assert_eq!(
+            c.containerd.namespaces,
+            vec!["a".to_string(), "k8s.io".to_string()]
+        );
+        assert!(c.containerd.enabled);
+        let e = Config::from_toml("[containerd]\nsock = 1").expect_err("unknown");
+        assert!(e.to_string().contains("sock"), "{e}");
+    }
+
+    #[test]
     fn unknown_field_is_named() {
         let e = Config::from_toml("ring_bufer_bytes = 4096").expect_err("unknown field");
         let msg = e.to_string();
@@ -217,6 +299,15 @@ mod tests {
             ("event_queue_capacity = 0", "event_queue_capacity"),
             ("ignore_path_prefixes = [\"tmp\"]", "ignore_path_prefixes"),
             ("cgroup_v1_controller = \"bogus\"", "cgroup_v1_controller"),
+            ("metadata_pending_capacity = 0", "metadata_pending_capacity"),
+            (
+                "[containerd]\nnamespaces = [\"k8s io\"]",
+                "containerd.namespaces",
+            ),
+            (
+                "[containerd]\nmax_backoff_ms = 1",
+                "containerd.max_backoff_ms",
+            ),
         ] {
             match Config::from_toml(toml) {
                 Err(ConfigError::Invalid { field: f, .. }) => assert_eq!(f, field, "{toml}"),

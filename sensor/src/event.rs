@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::{
     clock::BootClock,
+    containers::index::{ContainerInfo, ContainerRef},
     process_table::{ProcessInfo, ProcessSource},
     record::{ExecView, FileView, split_args, text},
 };
@@ -29,7 +30,28 @@ pub enum EventKind {
     ProcessExec(ProcessExec),
     ProcessExit(ProcessExit),
     FileCreated(FileCreated),
+    ContainerCreated(ContainerCreated),
+    ContainerExited(ContainerExited),
     LostEvents(LostEvents),
+}
+
+/// A container started (or was found running when the sensor started).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerCreated {
+    pub container: ContainerInfo,
+    /// Already running when the sensor (or its containerd connection) started.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub seen_at_start: bool,
+}
+
+/// A container's first process ended: for a Job, its run is over.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ContainerExited {
+    pub container: ContainerRef,
+    pub exit_code: u32,
+    /// How long it ran, when its start was seen.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ns: Option<u64>,
 }
 
 /// Events the sensor lost, reported in the stream where the loss was noticed.
@@ -46,8 +68,32 @@ impl EventKind {
             EventKind::ProcessExec(_) => "process_exec",
             EventKind::ProcessExit(_) => "process_exit",
             EventKind::FileCreated(_) => "file_created",
+            EventKind::ContainerCreated(_) => "container_created",
+            EventKind::ContainerExited(_) => "container_exited",
             EventKind::LostEvents(_) => "lost_events",
         }
+    }
+}
+
+impl Event {
+    /// Attaches the container of a process event (exec, exit, file).
+    pub fn set_container(&mut self, container: Option<ContainerRef>) {
+        match &mut self.kind {
+            EventKind::ProcessExec(x) => x.container = container,
+            EventKind::ProcessExit(x) => x.container = container,
+            EventKind::FileCreated(x) => x.container = container,
+            _ => {}
+        }
+    }
+
+    /// (host, cgroup id, cgroup v1 id) of a process event.
+    pub fn cgroup(&self) -> Option<(bool, u64, u64)> {
+        let p = match &self.kind {
+            EventKind::ProcessExec(x) => &x.process,
+            EventKind::FileCreated(x) => &x.process,
+            _ => return None,
+        };
+        Some((p.host, p.cgroup_id, p.cgroup_v1_id))
     }
 }
 
@@ -96,7 +142,7 @@ pub struct Parent {
     pub source: ProcessSource,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessExec {
     pub process: Process,
     /// The filename passed to exec.
@@ -108,6 +154,9 @@ pub struct ProcessExec {
     pub flags: ExecFlags,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<Parent>,
+    /// The container, pod and workload; absent for host processes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -122,7 +171,7 @@ pub struct ExecFlags {
     pub read_error: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProcessExit {
     pub pid: u32,
     pub tid: u32,
@@ -137,9 +186,11 @@ pub struct ProcessExit {
     pub duration_ns: u64,
     #[serde(skip_serializing_if = "String::is_empty")]
     pub binary: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct FileCreated {
     pub process: Process,
     /// create, mknod, link, symlink, rename or chmod_exec.
@@ -160,6 +211,8 @@ pub struct FileCreated {
     pub path_truncated: bool,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub read_error: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub container: Option<ContainerRef>,
 }
 
 pub fn operation_name(op: u16) -> &'static str {
@@ -257,6 +310,7 @@ pub fn exec_event(
                 args: p.args.clone(),
                 source: p.source,
             }),
+            container: None,
         }),
     }
 }
@@ -276,6 +330,7 @@ pub fn exit_event(clock: &BootClock, r: &ExitRecord, info: Option<&ProcessInfo>)
             start_boot_ns: r.start_time_ns,
             duration_ns: r.header.ktime_ns.saturating_sub(r.start_time_ns),
             binary: info.map(|i| i.binary.clone()).unwrap_or_default(),
+            container: None,
         }),
     }
 }
@@ -301,6 +356,7 @@ pub fn file_event(clock: &BootClock, v: &FileView<'_>, actor: Option<&ProcessInf
             replaced: f & file_flag::REPLACED != 0,
             path_truncated: f & (file_flag::PATH_TRUNCATED | file_flag::OLD_PATH_TRUNCATED) != 0,
             read_error: f & file_flag::READ_ERROR != 0,
+            container: None,
         }),
     }
 }

@@ -2,9 +2,11 @@
 //! decodes them, keeps a process table and emits events.
 
 pub mod app;
+pub mod attribution;
 pub mod btf;
 pub mod clock;
 pub mod config;
+pub mod containers;
 pub mod event;
 pub mod host;
 pub mod kernel_offsets;

@@ -4,10 +4,10 @@
 use std::{
     path::Path,
     sync::{
-        Arc,
+        Arc, RwLock,
         atomic::{AtomicU64, Ordering},
     },
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use aya::maps::{MapData, RingBuf};
@@ -17,6 +17,11 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     clock::BootClock,
     config::Config,
+    containers::{
+        attributor::Attributor,
+        containerd::{ContainerdSettings, ContainerdStatus, Watcher},
+        index::{CgroupFs, ContainerIndex},
+    },
     event::{self, Event, EventKind, LostEvents},
     probes::{Attached, KernelCounterReader, KernelCounters, LoadError, Probes},
     process_table::ProcessTable,
@@ -44,10 +49,14 @@ pub struct RunningSensor {
     pub events: mpsc::Receiver<Event>,
     pub stats: Arc<Stats>,
     pub attached: Vec<&'static str>,
+    /// The containers known on this node.
+    pub index: Arc<RwLock<ContainerIndex>>,
+    pub containerd: Arc<ContainerdStatus>,
     counters: Arc<KernelCounterReader>,
     cancel: CancellationToken,
     reader: tokio::task::JoinHandle<()>,
-    _probes: Attached,
+    /// Dropping it detaches the programs.
+    probes: Attached,
 }
 
 impl RunningSensor {
@@ -61,6 +70,7 @@ impl RunningSensor {
     /// first, or were counted as lost if they did not fit).
     pub fn from_probes(probes: Probes, config: &Config) -> RunningSensor {
         let attached = probes.attached.clone();
+        let cgroupfs = CgroupFs::detect(probes.v1_controller.as_deref());
         let (ring, counters, probes) = probes.split();
         let counters = Arc::new(counters);
         let stats = Arc::new(Stats::default());
@@ -70,7 +80,31 @@ impl RunningSensor {
         let mut table = ProcessTable::new(config.process_table_capacity);
         seed_process_table(&mut table, &stats);
 
+        let index = Arc::new(RwLock::new(ContainerIndex::new()));
+        let containerd = Arc::new(ContainerdStatus::default());
+        if config.containerd.enabled {
+            let watcher = Watcher {
+                settings: ContainerdSettings {
+                    socket: config.containerd.socket.clone(),
+                    namespaces: config.containerd.namespaces.clone(),
+                    max_backoff: Duration::from_millis(config.containerd.max_backoff_ms),
+                },
+                index: Arc::clone(&index),
+                cgroupfs: cgroupfs.clone(),
+                events: tx.clone(),
+                status: Arc::clone(&containerd),
+            };
+            tokio::spawn(watcher.run(cancel.clone()));
+        }
+        let attributor = Attributor::new(
+            Arc::clone(&index),
+            cgroupfs,
+            Duration::from_millis(config.metadata_wait_ms),
+            config.metadata_pending_capacity,
+        );
+
         let reader = Reader {
+            attributor,
             table,
             clock: BootClock::now(),
             tx,
@@ -87,10 +121,12 @@ impl RunningSensor {
             events: rx,
             stats,
             attached,
+            index,
+            containerd,
             counters,
             cancel,
             reader: task,
-            _probes: probes,
+            probes,
         }
     }
 
@@ -98,12 +134,16 @@ impl RunningSensor {
         self.counters.read()
     }
 
-    /// Stops reading and detaches the programs.
-    pub async fn shutdown(self) {
+    /// Detaches the programs, then reads what is left in the ring buffer, reports the final
+    /// losses and stops. Returns the kernel counters as they ended, so that nothing is lost
+    /// between the last report and the detach.
+    pub async fn shutdown(self) -> KernelCounters {
+        drop(self.probes);
         self.cancel.cancel();
         if let Err(e) = self.reader.await {
             tracing::error!(error = %e, "ring buffer reader ended abnormally");
         }
+        self.counters.read()
     }
 
     /// A token that stops the reader when cancelled.
@@ -132,6 +172,7 @@ fn seed_process_table(table: &mut ProcessTable, stats: &Stats) {
 }
 
 struct Reader {
+    attributor: Attributor,
     table: ProcessTable,
     clock: BootClock,
     tx: mpsc::Sender<Event>,
@@ -170,6 +211,11 @@ impl Reader {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.drain(fd.get_mut());
+                    let mut out = Vec::new();
+                    self.attributor.flush(&mut |e| out.push(e));
+                    for e in out {
+                        self.send(e);
+                    }
                     self.report_losses();
                     break;
                 }
@@ -183,7 +229,10 @@ impl Reader {
                         break;
                     }
                 },
-                _ = poll_tick.tick() => self.drain(fd.get_mut()),
+                _ = poll_tick.tick() => {
+                    self.drain(fd.get_mut());
+                    self.release_pending();
+                }
                 _ = loss_tick.tick() => self.report_losses(),
             }
         }
@@ -192,7 +241,7 @@ impl Reader {
     fn drain(&mut self, ring: &mut RingBuf<MapData>) {
         while let Some(item) = ring.next() {
             self.stats.records.fetch_add(1, Ordering::Relaxed);
-            let event = match decode(&item) {
+            let (event, pid) = match decode(&item) {
                 Ok(record) => self.handle(record),
                 Err(e) => {
                     self.stats.decode_errors.fetch_add(1, Ordering::Relaxed);
@@ -200,11 +249,26 @@ impl Reader {
                     continue;
                 }
             };
-            self.send(event);
+            let mut out = Vec::new();
+            self.attributor.attribute(event, pid, |e| out.push(e));
+            for e in out {
+                self.send(e);
+            }
         }
     }
 
-    fn handle(&mut self, record: Record<'_>) -> Event {
+    /// Sends events that waited for container metadata and may now leave.
+    fn release_pending(&mut self) {
+        let mut out = Vec::new();
+        self.attributor
+            .release(Instant::now(), &mut |e| out.push(e));
+        for e in out {
+            self.send(e);
+        }
+    }
+
+    /// The event of a record and the process it concerns.
+    fn handle(&mut self, record: Record<'_>) -> (Event, u32) {
         match record {
             Record::Exec(v) => {
                 self.stats.exec_events.fetch_add(1, Ordering::Relaxed);
@@ -212,17 +276,24 @@ impl Reader {
                 let parent = self.table.get(info.ppid);
                 let ev = event::exec_event(&self.clock, &v, &info, parent);
                 self.table.on_exec(info);
-                ev
+                (ev, v.fixed.process.tgid)
             }
             Record::Exit(r) => {
                 self.stats.exit_events.fetch_add(1, Ordering::Relaxed);
                 let info = self.table.on_exit(r.tgid);
-                event::exit_event(&self.clock, &r, info.as_ref())
+                let mut ev = event::exit_event(&self.clock, &r, info.as_ref());
+                if let Some(info) = info.as_ref().filter(|i| i.cgroup_id != 0) {
+                    ev.set_container(self.attributor.container_of(info.cgroup_id));
+                }
+                (ev, r.tgid)
             }
             Record::File(v) => {
                 self.stats.file_events.fetch_add(1, Ordering::Relaxed);
                 let actor = self.table.get(v.fixed.process.tgid);
-                event::file_event(&self.clock, &v, actor)
+                (
+                    event::file_event(&self.clock, &v, actor),
+                    v.fixed.process.tgid,
+                )
             }
         }
     }

@@ -46,6 +46,8 @@ pub struct Harness {
     pub rt: tokio::runtime::Runtime,
     pub sensor: Option<RunningSensor>,
     pub events: Vec<Event>,
+    /// The kernel counters as they ended, after `stop`.
+    pub final_counters: Option<KernelCounters>,
 }
 
 impl Harness {
@@ -59,6 +61,7 @@ impl Harness {
             rt,
             sensor: Some(sensor),
             events: Vec::new(),
+            final_counters: None,
         }
     }
 
@@ -73,6 +76,7 @@ impl Harness {
             rt,
             sensor: Some(sensor),
             events: Vec::new(),
+            final_counters: None,
         }
     }
 
@@ -125,10 +129,16 @@ impl Harness {
             .kernel_counters()
     }
 
-    /// Stops the sensor, detaching the programs.
+    /// Stops the sensor, detaching the programs; the events it still sent are kept.
     pub fn stop(&mut self) {
-        if let Some(sensor) = self.sensor.take() {
-            self.rt.block_on(sensor.shutdown());
+        if let Some(mut sensor) = self.sensor.take() {
+            let (_, closed) = tokio::sync::mpsc::channel(1);
+            let mut rx = std::mem::replace(&mut sensor.events, closed);
+            let counters = self.rt.block_on(sensor.shutdown());
+            self.final_counters = Some(counters);
+            while let Ok(e) = rx.try_recv() {
+                self.events.push(e);
+            }
         }
     }
 }
@@ -226,3 +236,5 @@ pub fn own_cgroup(pred: impl Fn(&str) -> bool) -> Option<String> {
         pred(controllers).then(|| path.to_string())
     })
 }
+pub mod containerd;
+pub mod image;

@@ -60,6 +60,19 @@ pub const REQUIREMENTS: &[Requirement] = &[
         why: "protoc, which the gRPC crates (tonic, k8s-cri) need to build",
     },
     Requirement {
+        kind: Kind::Apt("containerd"),
+        why: "containerd 1.6 with its CRI plugin, which the integration tests drive like the \
+              kubelet (tests/src/containerd.rs)",
+    },
+    Requirement {
+        kind: Kind::Apt("runc"),
+        why: "the OCI runtime containerd's runc shim starts the test pods with",
+    },
+    Requirement {
+        kind: Kind::Apt("busybox-static"),
+        why: "the static busybox the test container images are built from (tests/src/image.rs)",
+    },
+    Requirement {
         kind: Kind::RustSrc,
         why: "the core library sources that `-Z build-std=core` compiles for bpfel-unknown-none",
     },

@@ -1,0 +1,227 @@
+//! Tying process events to their container, pod and workload.
+//!
+//! Host processes pass straight through. An event from a container known to the index leaves
+//! with its identity. An event whose cgroup the index does not know yet is checked once
+//! against /proc (is that cgroup a container at all?) and, if it is one, waits in the pending
+//! cache until containerd reports the container or the wait runs out.
+
+use std::{
+    collections::HashMap,
+    sync::{Arc, RwLock},
+    time::{Duration, Instant},
+};
+
+use crate::{
+    attribution::cgroup_path,
+    containers::{
+        index::{CgroupFs, ContainerIndex, ContainerInfo, ContainerRef},
+        pending::{PendingCache, PendingStats},
+    },
+    event::Event,
+};
+
+/// What a cgroup the index does not know turned out to be.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Unknown {
+    /// Not a container's cgroup (a host service in its own mount namespace, ...).
+    NotContainer,
+    /// A container's, by its path; the container is not indexed yet.
+    Container(String),
+}
+
+/// Most cgroups remembered as not belonging to a container.
+const CLASSIFIED_MAX: usize = 4096;
+
+pub struct Attributor {
+    index: Arc<RwLock<ContainerIndex>>,
+    cgroupfs: CgroupFs,
+    pending: PendingCache<(Event, Option<String>)>,
+    classified: HashMap<(u64, u64), Unknown>,
+    seen_generation: u64,
+}
+
+impl Attributor {
+    pub fn new(
+        index: Arc<RwLock<ContainerIndex>>,
+        cgroupfs: CgroupFs,
+        wait: Duration,
+        capacity: usize,
+    ) -> Attributor {
+        Attributor {
+            index,
+            cgroupfs,
+            pending: PendingCache::new(capacity, wait),
+            classified: HashMap::new(),
+            seen_generation: 0,
+        }
+    }
+
+    pub fn pending_stats(&self) -> PendingStats {
+        self.pending.stats()
+    }
+
+    pub fn waiting(&self) -> usize {
+        self.pending.len()
+    }
+
+    fn lookup(&self, cgroup_id: u64, cgroup_v1_id: u64) -> Option<Arc<ContainerInfo>> {
+        self.index.read().ok()?.lookup(cgroup_id, cgroup_v1_id)
+    }
+
+    /// Attributes a process event of process `pid`; what can leave now is passed to `send`.
+    pub fn attribute(&mut self, mut event: Event, pid: u32, mut send: impl FnMut(Event)) {
+        let Some((host, cgroup_id, cgroup_v1_id)) = event.cgroup() else {
+            send(event);
+            return;
+        };
+        if host {
+            send(event);
+            return;
+        }
+        self.release(Instant::now(), &mut send);
+        if !self.pending.holds(cgroup_id, cgroup_v1_id) {
+            if let Some(c) = self.lookup(cgroup_id, cgroup_v1_id) {
+                event.set_container(Some(c.reference()));
+                send(event);
+                return;
+            }
+            match self.classify(cgroup_id, cgroup_v1_id, pid) {
+                Unknown::NotContainer => {
+                    send(event);
+                    return;
+                }
+                Unknown::Container(id) => {
+                    // Known by id but not by cgroup yet: learn the cgroup now.
+                    if let Some(c) = self.learn(&id, cgroup_id, cgroup_v1_id) {
+                        event.set_container(Some(c.reference()));
+                        send(event);
+                        return;
+                    }
+                    if let Some((e, id)) = self.pending.push(
+                        (event, Some(id)),
+                        cgroup_id,
+                        cgroup_v1_id,
+                        Instant::now(),
+                    ) {
+                        send(without_metadata(e, id));
+                    }
+                    return;
+                }
+            }
+        }
+        let id = match self.classified.get(&(cgroup_id, cgroup_v1_id)) {
+            Some(Unknown::Container(id)) => Some(id.clone()),
+            _ => None,
+        };
+        if let Some((e, id)) =
+            self.pending
+                .push((event, id), cgroup_id, cgroup_v1_id, Instant::now())
+        {
+            send(without_metadata(e, id));
+        }
+    }
+
+    /// The container of a process-table cgroup id (for exits), without waiting.
+    pub fn container_of(&self, cgroup_id: u64) -> Option<ContainerRef> {
+        self.lookup(cgroup_id, 0).map(|c| c.reference())
+    }
+
+    /// Sends waiting events whose container became known, and those whose time is up.
+    pub fn release(&mut self, now: Instant, send: &mut impl FnMut(Event)) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let generation = self.index.read().map(|i| i.generation()).unwrap_or(0);
+        let changed = generation != self.seen_generation;
+        self.seen_generation = generation;
+        let index = Arc::clone(&self.index);
+        let classified = &self.classified;
+        let cgroupfs = &self.cgroupfs;
+        self.pending.release(
+            now,
+            |cg, v1| {
+                if !changed {
+                    return None;
+                }
+                let index = index.read().ok()?;
+                index
+                    .lookup(cg, v1)
+                    .or_else(|| match classified.get(&(cg, v1)) {
+                        Some(Unknown::Container(id)) => {
+                            let c = index.get(id)?;
+                            // The container is indexed but its cgroup ids were not: check the
+                            // directory it declares.
+                            let (v2, v1_id) = c.cgroup.as_deref().map(|d| cgroupfs.ids(d))?;
+                            (v2 == Some(cg) || (v1 != 0 && v1_id == Some(v1))).then_some(c)
+                        }
+                        _ => None,
+                    })
+            },
+            |(mut e, id), found| match found {
+                Some(c) => {
+                    e.set_container(Some(c.reference()));
+                    send(e);
+                }
+                None => send(without_metadata(e, id)),
+            },
+        );
+    }
+
+    /// Sends everything still waiting (shutdown).
+    pub fn flush(&mut self, send: &mut impl FnMut(Event)) {
+        self.pending.flush(|(e, id)| send(without_metadata(e, id)));
+    }
+
+    /// Maps an unknown cgroup to a container id through /proc/<pid>/cgroup.
+    fn classify(&mut self, cgroup_id: u64, cgroup_v1_id: u64, pid: u32) -> Unknown {
+        if let Some(known) = self.classified.get(&(cgroup_id, cgroup_v1_id)) {
+            return known.clone();
+        }
+        let path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+            .ok()
+            .and_then(|text| crate::procfs::cgroup_v2_path(&text).map(str::to_string));
+        let Some(path) = path else {
+            // The process is gone: assume a container whose metadata may still come.
+            return Unknown::Container(String::new());
+        };
+        let verdict = match cgroup_path::parse(&path) {
+            Some(c) => Unknown::Container(c.container_id),
+            None => Unknown::NotContainer,
+        };
+        if self.classified.len() >= CLASSIFIED_MAX {
+            self.classified.clear();
+        }
+        self.classified
+            .insert((cgroup_id, cgroup_v1_id), verdict.clone());
+        verdict
+    }
+
+    /// Registers the cgroup ids of an indexed container found through its path.
+    fn learn(&self, id: &str, cgroup_id: u64, cgroup_v1_id: u64) -> Option<Arc<ContainerInfo>> {
+        if id.is_empty() {
+            return None;
+        }
+        let mut index = self.index.write().ok()?;
+        let c = index.get(id)?;
+        index.set_cgroup_ids(
+            id,
+            Some(cgroup_id),
+            (cgroup_v1_id != 0).then_some(cgroup_v1_id),
+        );
+        Some(c)
+    }
+}
+
+/// An event that waited in vain: what is known (the container id from the cgroup path, when
+/// there was one) and the flag.
+fn without_metadata(mut e: Event, id: Option<String>) -> Event {
+    e.set_container(Some(ContainerRef {
+        id: id.unwrap_or_default(),
+        name: String::new(),
+        image: String::new(),
+        pod: None,
+        workload: None,
+        metadata_pending: true,
+    }));
+    e
+}
