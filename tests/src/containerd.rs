@@ -2,7 +2,7 @@
 //! CRI the way the kubelet drives it, so that tests can run Kubernetes-shaped pods (CronJob ->
 //! Job -> Pod) on this machine and watch the sensor attribute their events.
 //!
-//! What the harness does like the kubelet (see docs: machine.md, "What the kubelet gives
+//! What the harness does like the kubelet (see shared/docs/machine.md, "What the kubelet gives
 //! containerd"):
 //! - sandboxes: pod labels plus `io.kubernetes.pod.name|namespace|uid`, pod annotations plus
 //!   `kubernetes.io/config.seen|source`, cgroup parent `/kubepods/besteffort/pod<uid>` (cgroupfs
@@ -15,6 +15,18 @@
 //!   the default masked and read-only `/proc` paths, and PID namespace `CONTAINER` (the kubelet's
 //!   default; `NODE` with `host_pid`).
 //!
+//! Observed with containerd 1.6.20 (what a sensor reading containerd sees):
+//! - sandbox container labels: the pod labels, `io.kubernetes.pod.*` and
+//!   `io.cri-containerd.kind=sandbox`; app container labels: only the kubelet's four plus
+//!   `io.cri-containerd.kind=container` (plus any [`ContainerSpec::labels`]);
+//! - neither pod annotations nor the kubelet's container annotations reach the OCI spec: it
+//!   carries only `io.kubernetes.cri.*` (container-type, container-name, image-name,
+//!   sandbox-id|name|namespace|uid, and sandbox-log-directory on the sandbox);
+//! - `io.kubernetes.cri.image-name` is the tag (`docker.io/library/busybox:jobwatch`) although
+//!   the image is given by id; containerd adds `HOSTNAME=<host name>` to the environment;
+//! - one `containerd-shim-runc-v2 -namespace k8s.io -id <sandbox id> -address <our socket>` per
+//!   pod, surviving a SIGKILL of containerd.
+//!
 //! Every sync method works from inside or outside a tokio runtime: the CRI calls they need run
 //! on a helper thread with its own runtime.
 
@@ -25,7 +37,10 @@ use std::{
     os::unix::fs::PermissionsExt as _,
     path::{Path, PathBuf},
     process::{Child, Command, Stdio},
-    sync::{Arc, Mutex},
+    sync::{
+        Arc, Mutex,
+        atomic::{AtomicU32, Ordering},
+    },
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
@@ -125,26 +140,32 @@ impl Containerd {
                  `apt-get install -y containerd runc busybox-static` (or `cargo xtask setup`)"
             );
         }
+        static INSTANCES: AtomicU32 = AtomicU32::new(0);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         // Short: the socket path must stay under 108 bytes.
-        let root = PathBuf::from(format!("/tmp/jw-ctrd-{}-{nanos:09}", std::process::id()));
-        std::fs::create_dir_all(&root)
+        let root = PathBuf::from(format!(
+            "/tmp/jw-ctrd-{}-{}-{nanos:09}",
+            std::process::id(),
+            INSTANCES.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir(&root)
             .unwrap_or_else(|e| panic!("create containerd test root {}: {e}", root.display()));
         let root = root.canonicalize().expect("canonical containerd test root");
-        let images = image::build_images(&root.join("images"));
+        // From here on, Drop cleans up whatever fails.
         let mut harness = Containerd {
             socket: root.join("containerd.sock"),
             config: root.join("config.toml"),
             log: root.join("containerd.log"),
             child: None,
             answered: false,
-            images,
+            images: Vec::new(),
             shared: Arc::new(Mutex::new(Shared::default())),
             root,
         };
+        harness.images = image::build_images(&harness.root.join("images"));
         std::fs::write(&harness.config, harness.config_toml())
             .unwrap_or_else(|e| panic!("write {}: {e}", harness.config.display()));
         harness.start_again();
@@ -770,7 +791,7 @@ impl Cri {
                         ..Default::default()
                     }),
                     privileged: c.privileged,
-                    namespace_options: Some(namespace_options(pod, NamespaceMode::Container)),
+                    namespace_options: Some(namespace_options(pod)),
                     run_as_user: c.run_as_user.map(|value| Int64Value { value }),
                     run_as_group: c.run_as_group.map(|value| Int64Value { value }),
                     readonly_rootfs: c.readonly_rootfs,
@@ -943,7 +964,7 @@ impl Cri {
             linux: Some(LinuxPodSandboxConfig {
                 cgroup_parent: format!("/kubepods/besteffort/pod{}", pod.uid),
                 security_context: Some(LinuxSandboxSecurityContext {
-                    namespace_options: Some(namespace_options(pod, NamespaceMode::Container)),
+                    namespace_options: Some(namespace_options(pod)),
                     privileged: pod.privileged,
                     seccomp: Some(unconfined()),
                     ..Default::default()
@@ -1231,15 +1252,16 @@ fn unconfined() -> SecurityProfile {
     }
 }
 
-/// The kubelet's namespace options: host network always (no CNI here), PID `default_pid` (the
-/// kubelet's `CONTAINER`) or `NODE` with hostPID, IPC `POD` or `NODE` with hostIPC.
-fn namespace_options(pod: &PodSpec, default_pid: NamespaceMode) -> NamespaceOption {
+/// The kubelet's namespace options, for the sandbox and its containers alike: host network
+/// always (no CNI here), PID `CONTAINER` (the kubelet's default; `POD` is only for
+/// shareProcessNamespace) or `NODE` with hostPID, IPC `POD` or `NODE` with hostIPC.
+fn namespace_options(pod: &PodSpec) -> NamespaceOption {
     NamespaceOption {
         network: NamespaceMode::Node as i32,
         pid: if pod.host_pid {
             NamespaceMode::Node
         } else {
-            default_pid
+            NamespaceMode::Container
         } as i32,
         ipc: if pod.host_ipc {
             NamespaceMode::Node

@@ -20,6 +20,7 @@ use containerd_client::{
         tasks_client::TasksClient,
     },
     tonic::{Request, transport::Channel},
+    types::v1::Status as TaskStatus,
 };
 use prost::Message as _;
 use tokio::sync::mpsc;
@@ -185,11 +186,23 @@ impl Watcher {
                 ]
             })
             .collect();
-        let mut stream = EventsClient::new(channel.clone())
-            .subscribe(SubscribeRequest { filters })
-            .await
-            .map_err(call_err("Events.Subscribe"))?
-            .into_inner();
+        // containerd answers a subscription only with its first event, so the stream is read
+        // by its own task; the request is on its way before the listing starts.
+        let (envelopes_tx, mut envelopes) = mpsc::channel(1024);
+        let mut events_client = EventsClient::new(channel.clone());
+        let subscription = AbortOnDrop(Some(tokio::spawn(async move {
+            let mut stream = events_client
+                .subscribe(SubscribeRequest { filters })
+                .await?
+                .into_inner();
+            while let Some(envelope) = stream.message().await? {
+                if envelopes_tx.send(envelope).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<(), containerd_client::tonic::Status>(())
+        })));
+        tokio::task::yield_now().await;
         for ns in &self.settings.namespaces {
             self.resync(&channel, ns).await?;
         }
@@ -203,11 +216,7 @@ impl Watcher {
         }
         let containers = self.index.read().map(|i| i.len()).unwrap_or(0);
         tracing::info!(socket, containers, "connected to containerd");
-        while let Some(envelope) = stream
-            .message()
-            .await
-            .map_err(call_err("Events.Subscribe"))?
-        {
+        while let Some(envelope) = envelopes.recv().await {
             self.status.events_seen.fetch_add(1, Ordering::Relaxed);
             let Some(event) = envelope.event else {
                 continue;
@@ -248,7 +257,10 @@ impl Watcher {
                 _ => {}
             }
         }
-        Err(ContainerdError::StreamEnded)
+        match subscription.finish().await {
+            Some(Ok(Err(status))) => Err(call_err("Events.Subscribe")(status)),
+            _ => Err(ContainerdError::StreamEnded),
+        }
     }
 
     fn known(&self, id: &str) -> Option<Arc<ContainerInfo>> {
@@ -298,10 +310,18 @@ impl Watcher {
             );
             index.retain_present(&keep);
         }
-        // 1 = RUNNING, 3 = PAUSED, 4 = PAUSING in containerd's task Status.
-        for task in tasks.iter().filter(|t| matches!(t.status, 1 | 3 | 4)) {
-            let announce = fresh.contains(&task.container_id);
-            self.started(&task.container_id, task.pid, unix_ns_now(), announce);
+        let alive =
+            [TaskStatus::Running, TaskStatus::Paused, TaskStatus::Pausing].map(|s| s as i32);
+        for task in tasks.iter().filter(|t| alive.contains(&t.status)) {
+            // containerd 1.6 leaves container_id empty in task lists: a task's id is its
+            // container's.
+            let id = if task.container_id.is_empty() {
+                &task.id
+            } else {
+                &task.container_id
+            };
+            let announce = fresh.contains(id);
+            self.started(id, task.pid, unix_ns_now(), announce);
         }
         Ok(())
     }
@@ -389,6 +409,24 @@ impl Watcher {
     }
 }
 
+/// Aborts a task when dropped (a session that ends takes its subscription with it).
+struct AbortOnDrop<T>(Option<tokio::task::JoinHandle<T>>);
+
+impl<T> AbortOnDrop<T> {
+    /// Waits for the task's result.
+    async fn finish(mut self) -> Option<Result<T, tokio::task::JoinError>> {
+        Some(self.0.take()?.await)
+    }
+}
+
+impl<T> Drop for AbortOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(task) = &self.0 {
+            task.abort();
+        }
+    }
+}
+
 /// The cgroup v2 directory of a process, from /proc/<pid>/cgroup.
 fn proc_cgroup_dir(pid: u32) -> Option<String> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
@@ -428,7 +466,7 @@ pub fn container_info(ns: &str, c: &Container) -> ContainerInfo {
         .find(|(k, _)| k.starts_with("io.cri-containerd.") && k.ends_with(".metadata"))
         .map(|(_, v)| oci::cri_metadata(&v.value))
         .unwrap_or_default();
-    let security = match oci::security_facts(spec, metadata.privileged) {
+    let security = match oci::security_facts(spec, &metadata) {
         Ok(f) => f,
         Err(e) => {
             tracing::debug!(id = c.id, error = %e, "container spec unreadable: security facts unknown");

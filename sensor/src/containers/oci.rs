@@ -80,12 +80,11 @@ fn strings(v: &Value) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// Reads the facts from an OCI runtime spec (JSON). `privileged` from the CRI metadata, when
-/// known, wins over the spec heuristic (all capabilities, nothing masked).
-pub fn security_facts(
-    spec: &[u8],
-    cri_privileged: Option<bool>,
-) -> Result<SecurityFacts, SpecError> {
+/// Reads the facts from an OCI runtime spec (JSON). What the CRI metadata says, when known,
+/// wins over what the spec suggests: privileged (the spec shows only all capabilities and
+/// nothing masked) and the host namespaces (the spec of a pod's container names the sandbox's
+/// namespaces by path, which may be the host's).
+pub fn security_facts(spec: &[u8], cri: &CriMetadata) -> Result<SecurityFacts, SpecError> {
     let spec: Value = serde_json::from_slice(spec)?;
     let process = spec.get("process").ok_or(SpecError::Missing("process"))?;
     let user = &process["user"];
@@ -107,8 +106,10 @@ pub fn security_facts(
     let masked = linux["maskedPaths"]
         .as_array()
         .is_some_and(|a| !a.is_empty());
-    let privileged =
-        cri_privileged.unwrap_or_else(|| effective.iter().any(|c| c == "CAP_SYS_ADMIN") && !masked);
+    let privileged = cri
+        .privileged
+        .unwrap_or_else(|| effective.iter().any(|c| c == "CAP_SYS_ADMIN") && !masked);
+    let in_spec = |ns: &str| namespaces.contains(&ns);
 
     let host_mounts = spec["mounts"]
         .as_array()
@@ -140,9 +141,9 @@ pub fn security_facts(
         gid,
         runs_as_root: uid == 0,
         added_capabilities: added,
-        host_pid: !namespaces.contains(&"pid"),
-        host_network: !namespaces.contains(&"network"),
-        host_ipc: !namespaces.contains(&"ipc"),
+        host_pid: cri.host_pid.unwrap_or(!in_spec("pid")),
+        host_network: cri.host_network.unwrap_or(!in_spec("network")),
+        host_ipc: cri.host_ipc.unwrap_or(!in_spec("ipc")),
         host_mounts,
         readonly_rootfs: spec["root"]["readonly"].as_bool().unwrap_or(false),
         no_new_privileges: process["noNewPrivileges"].as_bool().unwrap_or(false),
@@ -209,6 +210,10 @@ pub fn cgroup_dir(cgroups_path: &str) -> Option<String> {
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct CriMetadata {
     pub privileged: Option<bool>,
+    /// From the namespace options: NODE mode means the host's namespace.
+    pub host_network: Option<bool>,
+    pub host_pid: Option<bool>,
+    pub host_ipc: Option<bool>,
     pub image_ref: Option<String>,
     pub name: Option<String>,
 }
@@ -222,7 +227,13 @@ pub fn cri_metadata(extension: &[u8]) -> CriMetadata {
     let m = &v["Metadata"];
     let config = &m["Config"];
     let sc = &config["linux"]["security_context"];
+    // NamespaceMode: POD = 0 (omitted), CONTAINER = 1, NODE = 2, TARGET = 3.
+    let ns = &sc["namespace_options"];
+    let node = |kind: &str| sc.is_object().then(|| ns[kind].as_u64() == Some(2));
     CriMetadata {
+        host_network: node("network"),
+        host_pid: node("pid"),
+        host_ipc: node("ipc"),
         privileged: sc
             .get("privileged")
             .map(|p| p.as_bool().unwrap_or(false))
@@ -256,7 +267,7 @@ mod tests {
 
     #[test]
     fn unprivileged_spec() {
-        let f = security_facts(&spec(""), None).expect("spec");
+        let f = security_facts(&spec(""), &CriMetadata::default()).expect("spec");
         assert!(!f.privileged);
         assert_eq!((f.uid, f.gid, f.runs_as_root), (1000, 1000, false));
         assert!(f.added_capabilities.is_empty());
@@ -281,7 +292,7 @@ mod tests {
         let s = br#"{"process":{"user":{"uid":0,"gid":0},"capabilities":{"effective":
             ["CAP_CHOWN","CAP_SYS_ADMIN","CAP_SYS_PTRACE","CAP_KILL"]}},
             "linux":{"namespaces":[{"type":"mount"}]},"mounts":[]}"#;
-        let f = security_facts(s, None).expect("spec");
+        let f = security_facts(s, &CriMetadata::default()).expect("spec");
         assert!(f.privileged, "all caps and nothing masked");
         assert!(f.runs_as_root);
         assert_eq!(
@@ -290,14 +301,21 @@ mod tests {
         );
         assert!(f.host_pid && f.host_network && f.host_ipc);
         // The CRI's own word wins.
-        assert!(!security_facts(s, Some(false)).expect("spec").privileged);
+        let cri = CriMetadata {
+            privileged: Some(false),
+            host_pid: Some(false),
+            ..CriMetadata::default()
+        };
+        let f = security_facts(s, &cri).expect("spec");
+        assert!(!f.privileged && !f.host_pid && f.host_network);
     }
 
     #[test]
     fn bad_specs_are_errors() {
-        assert!(security_facts(b"not json", None).is_err());
+        let cri = CriMetadata::default();
+        assert!(security_facts(b"not json", &cri).is_err());
         assert!(matches!(
-            security_facts(b"{}", None),
+            security_facts(b"{}", &cri),
             Err(SpecError::Missing("process"))
         ));
     }
@@ -333,6 +351,18 @@ mod tests {
         assert_eq!(m.name.as_deref(), Some("app"));
         let m = cri_metadata(br#"{"Metadata":{"Config":{"linux":{"security_context":{}}}}}"#);
         assert_eq!(m.privileged, Some(false));
+        assert_eq!(
+            (m.host_network, m.host_pid, m.host_ipc),
+            (Some(false), Some(false), Some(false))
+        );
+        // Observed from containerd 1.6 for a hostNetwork pod's container.
+        let m = cri_metadata(
+            br#"{"Metadata":{"Config":{"linux":{"security_context":{"namespace_options":{"network":2,"pid":1}}}}}}"#,
+        );
+        assert_eq!(
+            (m.host_network, m.host_pid, m.host_ipc),
+            (Some(true), Some(false), Some(false))
+        );
         assert_eq!(cri_metadata(b"garbage"), CriMetadata::default());
     }
 }
