@@ -70,6 +70,8 @@ const BODY_EXCERPT_BYTES: usize = 512;
 const BACKOFF_MIN: Duration = Duration::from_millis(250);
 /// Longest delay between failed re-lists.
 const BACKOFF_MAX: Duration = Duration::from_secs(30);
+/// A watch that lasted this long without events still counts as healthy (no backoff).
+const HEALTHY_WATCH: Duration = Duration::from_secs(10);
 
 /// Why the API server could not tell a pod's owner.
 #[derive(Debug, thiserror::Error)]
@@ -85,12 +87,12 @@ pub enum KubeError {
         /// Why it is rejected.
         reason: &'static str,
     },
-    /// The request failed before a response (connect, TLS, timeout, broken body).
-    #[error("GET {url} failed: {source}")]
+    /// The request failed (connect, TLS, timeout, broken body).
+    #[error("GET {url} failed: {}", error_chain(source))]
     Http {
         /// The request URL.
         url: String,
-        /// The client error.
+        /// The client error (without the URL, which is in `url`).
         source: reqwest::Error,
     },
     /// The request took longer than allowed.
@@ -149,6 +151,14 @@ pub enum KubeError {
 }
 
 impl KubeError {
+    /// [`KubeError::Http`] for `url`; the URL is dropped from `source` (it is in `url`).
+    fn http(url: &str, source: reqwest::Error) -> KubeError {
+        KubeError::Http {
+            url: url.to_owned(),
+            source: source.without_url(),
+        }
+    }
+
     /// The HTTP status code, for [`KubeError::Status`].
     pub fn status_code(&self) -> Option<u16> {
         match self {
@@ -208,7 +218,11 @@ impl KubeSettings {
         env: impl Fn(&str) -> Option<String>,
         service_account_dir: &Path,
     ) -> Result<Option<KubeSettings>, KubeError> {
-        let nonempty = |k: &str| env(k).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
+        let nonempty = |k: &str| {
+            env(k)
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty())
+        };
         let Some(host) = nonempty("KUBERNETES_SERVICE_HOST") else {
             return Ok(None);
         };
@@ -229,15 +243,12 @@ impl KubeSettings {
         };
         let read = |file: &str| {
             let path = service_account_dir.join(file);
-            std::fs::read(&path).map_err(|e| {
-                KubeError::Config(format!("cannot read {}: {e}", path.display()))
-            })
+            std::fs::read(&path)
+                .map_err(|e| KubeError::Config(format!("cannot read {}: {e}", path.display())))
         };
         let token_path = service_account_dir.join("token");
         let token = String::from_utf8(read("token")?)
-            .map_err(|_| {
-                KubeError::Config(format!("{} is not UTF-8", token_path.display()))
-            })?
+            .map_err(|_| KubeError::Config(format!("{} is not UTF-8", token_path.display())))?
             .trim()
             .to_owned();
         if token.is_empty() {
@@ -249,8 +260,7 @@ impl KubeSettings {
         let ca = read("ca.crt")?;
         let node_name = nonempty("NODE_NAME").ok_or_else(|| {
             KubeError::Config(
-                "NODE_NAME is not set (set it from spec.nodeName with the downward API)"
-                    .to_owned(),
+                "NODE_NAME is not set (set it from spec.nodeName with the downward API)".to_owned(),
             )
         })?;
         Ok(Some(KubeSettings {
@@ -329,8 +339,8 @@ impl OwnerResolver {
         let mut headers = HeaderMap::new();
         headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
         if let Some(token) = &settings.token {
-            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.trim()))
-                .map_err(|_| {
+            let mut value =
+                HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
                     KubeError::Config(
                         "the bearer token has characters not allowed in an HTTP header".to_owned(),
                     )
@@ -450,13 +460,16 @@ impl OwnerResolver {
                 self.counters.watch_restarts.fetch_add(1, Ordering::Relaxed);
             }
             first = false;
+            let started = tokio::time::Instant::now();
             let outcome = tokio::select! {
                 biased;
                 () = cancel.cancelled() => return,
                 outcome = self.list_and_watch(&on_update) => outcome,
             };
             let delay = match outcome {
-                Ok(events) => {
+                // A watch that delivered events or ran a while was healthy; one that the server
+                // ends at once, again and again, backs off like a failure.
+                Ok(events) if events > 0 || started.elapsed() >= HEALTHY_WATCH => {
                     tracing::debug!(
                         node = %self.node_name,
                         events,
@@ -464,6 +477,11 @@ impl OwnerResolver {
                     );
                     backoff = BACKOFF_MIN;
                     BACKOFF_MIN
+                }
+                Ok(_) => {
+                    let delay = backoff;
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    delay
                 }
                 Err(err) => {
                     tracing::warn!(
@@ -603,11 +621,14 @@ impl OwnerResolver {
         owner: &OwnerReference,
     ) -> Result<Workload, KubeError> {
         let info = self.owner(namespace, OwnerKind::ReplicaSet, owner).await?;
-        let deployment = info.as_ref().and_then(|i| i.controller.as_ref()).filter(|d| {
-            d.kind == "Deployment"
-                && matches!(api_group(d), Some("apps" | "extensions") | None)
-                && check_name("Deployment name", &d.name).is_ok()
-        });
+        let deployment = info
+            .as_ref()
+            .and_then(|i| i.controller.as_ref())
+            .filter(|d| {
+                d.kind == "Deployment"
+                    && matches!(api_group(d), Some("apps" | "extensions") | None)
+                    && check_name("Deployment name", &d.name).is_ok()
+            });
         Ok(match deployment {
             Some(d) => simple(WorkloadKind::Deployment, &d.name),
             None => simple(WorkloadKind::ReplicaSet, &owner.name),
@@ -678,8 +699,7 @@ impl OwnerResolver {
             .append_pair("timeoutSeconds", &WATCH_TIMEOUT_SECS.to_string());
         let url_text = url.to_string();
         self.counters.requests.fetch_add(1, Ordering::Relaxed);
-        let sent =
-            tokio::time::timeout(self.request_timeout, self.client.get(url).send()).await;
+        let sent = tokio::time::timeout(self.request_timeout, self.client.get(url).send()).await;
         let response = match sent {
             Err(_) => {
                 return Err(self.count_error(KubeError::Timeout {
@@ -688,10 +708,7 @@ impl OwnerResolver {
                 }));
             }
             Ok(Err(source)) => {
-                return Err(self.count_error(KubeError::Http {
-                    url: url_text,
-                    source,
-                }));
+                return Err(self.count_error(KubeError::http(&url_text, source)));
             }
             Ok(Ok(response)) => self.check_status(&url_text, response).await?,
         };
@@ -716,10 +733,7 @@ impl OwnerResolver {
             let chunk = match tokio::time::timeout_at(deadline, response.chunk()).await {
                 Err(_) => return Ok(events),
                 Ok(Err(source)) => {
-                    return Err(self.count_error(KubeError::Http {
-                        url: url.to_owned(),
-                        source,
-                    }));
+                    return Err(self.count_error(KubeError::http(url, source)));
                 }
                 Ok(Ok(None)) => break,
                 Ok(Ok(Some(chunk))) => chunk,
@@ -756,7 +770,9 @@ impl OwnerResolver {
                 }
             }
         }
-        if !discarding && !line.is_empty() && self.handle_event(&line, on_update).await == Flow::Event
+        if !discarding
+            && !line.is_empty()
+            && self.handle_event(&line, on_update).await == Flow::Event
         {
             events += 1;
         }
@@ -815,12 +831,15 @@ impl OwnerResolver {
         meta: ObjectMeta,
         on_update: &(impl Fn(&str, &Workload) + Send + Sync),
     ) {
-        let (Some(uid), Some(namespace), Some(name)) = (meta.uid.as_deref(), &meta.namespace, &meta.name)
+        let (Some(uid), Some(namespace), Some(name)) =
+            (meta.uid.as_deref(), &meta.namespace, &meta.name)
         else {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return;
         };
-        if uid.is_empty() || check_namespace(namespace).is_err() || check_name("pod name", name).is_err()
+        if uid.is_empty()
+            || check_namespace(namespace).is_err()
+            || check_name("pod name", name).is_err()
         {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             return;
@@ -873,10 +892,7 @@ impl OwnerResolver {
             let url = url.to_string();
             let list: PodList = self.get_json(&url).await?;
             if resource_version.is_none() {
-                resource_version = list
-                    .metadata
-                    .resource_version
-                    .filter(|rv| !rv.is_empty());
+                resource_version = list.metadata.resource_version.filter(|rv| !rv.is_empty());
                 if resource_version.is_none() {
                     return Err(self.count_error(KubeError::Missing {
                         url,
@@ -918,8 +934,10 @@ impl OwnerResolver {
         let text = format!("{}/api/v1/pods", self.base);
         let mut url = Url::parse(&text)
             .map_err(|e| KubeError::Config(format!("bad pods URL {text:?}: {e}")))?;
-        url.query_pairs_mut()
-            .append_pair("fieldSelector", &format!("spec.nodeName={}", self.node_name));
+        url.query_pairs_mut().append_pair(
+            "fieldSelector",
+            &format!("spec.nodeName={}", self.node_name),
+        );
         Ok(url)
     }
 
@@ -932,12 +950,7 @@ impl OwnerResolver {
             .timeout(self.request_timeout)
             .send()
             .await
-            .map_err(|source| {
-                self.count_error(KubeError::Http {
-                    url: url.to_owned(),
-                    source,
-                })
-            })?;
+            .map_err(|source| self.count_error(KubeError::http(url, source)))?;
         let mut response = self.check_status(url, response).await?;
         if response
             .content_length()
@@ -962,10 +975,7 @@ impl OwnerResolver {
                 }
                 Ok(None) => break,
                 Err(source) => {
-                    return Err(self.count_error(KubeError::Http {
-                        url: url.to_owned(),
-                        source,
-                    }));
+                    return Err(self.count_error(KubeError::http(url, source)));
                 }
             }
         }
@@ -988,12 +998,16 @@ impl OwnerResolver {
             return Ok(response);
         }
         let mut head = Vec::new();
-        while head.len() < BODY_EXCERPT_BYTES {
-            match response.chunk().await {
-                Ok(Some(chunk)) => head.extend_from_slice(&chunk),
-                Ok(None) | Err(_) => break,
+        let read_head = async {
+            while head.len() < BODY_EXCERPT_BYTES {
+                match response.chunk().await {
+                    Ok(Some(chunk)) => head.extend_from_slice(&chunk),
+                    Ok(None) | Err(_) => break,
+                }
             }
-        }
+        };
+        // The watch request has no client timeout: bound the error body here.
+        let _ = tokio::time::timeout(self.request_timeout, read_head).await;
         Err(self.count_error(KubeError::Status {
             url: url.to_owned(),
             code: status.as_u16(),
@@ -1299,6 +1313,21 @@ fn is_dns1123_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(label)
 }
 
+/// An error and its sources, `: `-separated (reqwest's own message rarely says what failed).
+fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
 /// At most [`BODY_EXCERPT_BYTES`] of `bytes` as text without control characters.
 fn excerpt(bytes: &[u8]) -> String {
     let head = bytes.get(..BODY_EXCERPT_BYTES).unwrap_or(bytes);
@@ -1342,7 +1371,11 @@ fn parse_rfc3339_ns(s: &str) -> Option<i128> {
     let mut nanos: i64 = 0;
     if sep(i, b".") {
         let start = i + 1;
-        let end = start + b.get(start..)?.iter().take_while(|c| c.is_ascii_digit()).count();
+        let end = start
+            + b.get(start..)?
+                .iter()
+                .take_while(|c| c.is_ascii_digit())
+                .count();
         if end == start || end - start > 9 {
             return None;
         }
