@@ -61,6 +61,9 @@ pub struct Config {
     pub metadata_wait_ms: u64,
     /// Most events waiting for container metadata at once. Default 4096.
     pub metadata_pending_capacity: usize,
+    /// Inside a cluster (KUBERNETES_SERVICE_HOST set, a service account mounted), confirm pod
+    /// owners (Job, CronJob, Deployment, ...) through the Kubernetes API. Default true.
+    pub kubernetes_api: bool,
 }
 
 /// The `[containerd]` table.
@@ -105,6 +108,7 @@ impl Default for Config {
             containerd: ContainerdConfig::default(),
             metadata_wait_ms: 2000,
             metadata_pending_capacity: 4096,
+            kubernetes_api: true,
         }
     }
 }

@@ -96,6 +96,9 @@ impl RunningSensor {
             };
             tokio::spawn(watcher.run(cancel.clone()));
         }
+        if config.kubernetes_api {
+            spawn_owner_watch(Arc::clone(&index), cancel.clone());
+        }
         let attributor = Attributor::new(
             Arc::clone(&index),
             cgroupfs,
@@ -150,6 +153,39 @@ impl RunningSensor {
     pub fn cancel_token(&self) -> CancellationToken {
         self.cancel.clone()
     }
+}
+
+/// Inside a cluster, follows this node's pods through the Kubernetes API and records their
+/// confirmed owners in the index. Outside, nothing: owners are inferred from labels.
+fn spawn_owner_watch(index: Arc<RwLock<ContainerIndex>>, cancel: CancellationToken) {
+    use crate::attribution::kube::{KubeSettings, OwnerResolver};
+    let settings = match KubeSettings::in_cluster() {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            tracing::info!("not in a Kubernetes cluster: CronJobs are inferred from Job names");
+            return;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "Kubernetes API not usable: CronJobs are inferred from Job names");
+            return;
+        }
+    };
+    let resolver = match OwnerResolver::new(settings) {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::warn!(error = %e, "Kubernetes API client not usable: CronJobs are inferred from Job names");
+            return;
+        }
+    };
+    tokio::spawn(async move {
+        resolver
+            .watch_node(cancel, move |pod_uid, workload| {
+                if let Ok(mut index) = index.write() {
+                    index.set_pod_workload(pod_uid, workload.clone());
+                }
+            })
+            .await;
+    });
 }
 
 fn seed_process_table(table: &mut ProcessTable, stats: &Stats) {

@@ -141,9 +141,14 @@ pub struct ContainerIndex {
     containers: HashMap<String, Arc<ContainerInfo>>,
     by_cgroup: HashMap<u64, String>,
     by_cgroup_v1: HashMap<u64, String>,
+    /// Owner chains the Kubernetes API confirmed, by pod uid: they win over label inference.
+    api_workloads: HashMap<String, Workload>,
     /// Bumped on every change, so waiting events know when to look again.
     generation: u64,
 }
+
+/// Most API-confirmed workloads kept (far more pods than a node runs).
+const API_WORKLOADS_MAX: usize = 4096;
 
 impl ContainerIndex {
     pub fn new() -> ContainerIndex {
@@ -194,6 +199,14 @@ impl ContainerIndex {
             info.pod = sandbox.pod.clone();
             info.workload = sandbox.workload.clone();
         }
+        if info.kind == ContainerKind::Sandbox
+            && let Some(w) = info
+                .pod
+                .as_ref()
+                .and_then(|p| self.api_workloads.get(&p.uid))
+        {
+            info.workload = Some(w.clone());
+        }
         if info.kind == ContainerKind::Sandbox {
             let pod = info.pod.clone();
             let workload = info.workload.clone();
@@ -207,6 +220,26 @@ impl ContainerIndex {
             }
         }
         self.containers.insert(info.id.clone(), Arc::new(info));
+    }
+
+    /// Records the owner chain the Kubernetes API gives for a pod, and applies it to the pod's
+    /// sandbox and containers.
+    pub fn set_pod_workload(&mut self, pod_uid: &str, workload: Workload) {
+        if self.api_workloads.len() >= API_WORKLOADS_MAX
+            && !self.api_workloads.contains_key(pod_uid)
+        {
+            self.api_workloads.clear();
+        }
+        self.api_workloads
+            .insert(pod_uid.to_string(), workload.clone());
+        for c in self.containers.values_mut() {
+            if c.pod.as_ref().is_some_and(|p| p.uid == pod_uid) {
+                let mut updated = (**c).clone();
+                updated.workload = Some(workload.clone());
+                *c = Arc::new(updated);
+            }
+        }
+        self.generation += 1;
     }
 
     /// Records the cgroup ids of a container.
@@ -394,6 +427,37 @@ mod tests {
         assert!(index.remove("c1").is_some());
         assert!(index.lookup(100, 200).is_none());
         assert_eq!(index.len(), 1);
+    }
+
+    #[test]
+    fn api_owners_win_over_inference() {
+        use crate::attribution::workload::{CronJobRef, JobRef, OwnerSource, WorkloadKind};
+        let mut index = ContainerIndex::new();
+        index.upsert(sandbox("s1", Some("backup-29000000")));
+        index.upsert(app("c1", "s1"));
+        let api = Workload {
+            kind: WorkloadKind::CronJob,
+            name: "backup".into(),
+            job: Some(JobRef {
+                name: "backup-29000000".into(),
+                controller_uid: Some("u".into()),
+            }),
+            cronjob: Some(CronJobRef {
+                name: "backup".into(),
+                scheduled_time: None,
+                source: OwnerSource::KubernetesApi,
+                inferred: false,
+            }),
+            source: OwnerSource::KubernetesApi,
+        };
+        index.set_pod_workload("11111111-2222-3333-4444-555555555555", api.clone());
+        assert_eq!(
+            index.get("c1").and_then(|c| c.workload.clone()),
+            Some(api.clone())
+        );
+        // A sandbox listed again keeps the confirmed owners.
+        index.upsert(sandbox("s1", Some("backup-29000000")));
+        assert_eq!(index.get("c1").and_then(|c| c.workload.clone()), Some(api));
     }
 
     #[test]
