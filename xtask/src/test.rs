@@ -237,22 +237,29 @@ pub fn run(workspace_root: &Path) -> Result<ExitCode> {
 
     if has_privileged {
         let uid = process::effective_uid()?;
-        let mut phase = run_phase(
-            "privileged tests",
-            Kind::Tests,
-            host(&[
-                "test",
-                "--no-fail-fast",
-                "-p",
-                PRIVILEGED_TESTS_PACKAGE,
-                "--",
-                "--test-threads=1",
-            ]),
-        )?;
+        // Each privileged test that really ran (did not skip for lack of privileges) writes
+        // its name to this file.
+        let ran_log = workspace_root
+            .join("target")
+            .join("privileged-tests-ran.txt");
+        let _ = std::fs::remove_file(&ran_log);
+        let mut cmd = host(&[
+            "test",
+            "--no-fail-fast",
+            "-p",
+            PRIVILEGED_TESTS_PACKAGE,
+            "--",
+            "--test-threads=1",
+        ]);
+        cmd.env("JOBWATCH_PRIVILEGED_LOG", &ran_log);
+        let mut phase = run_phase("privileged tests", Kind::Tests, cmd)?;
+        let ran = std::fs::read_to_string(&ran_log)
+            .map(|text| text.lines().filter(|l| !l.trim().is_empty()).count())
+            .unwrap_or(0);
         phase.note = if uid == 0 {
-            String::from("ran as root")
+            format!("ran as root; {ran} needed root and ran for real")
         } else {
-            format!("ran as uid {uid}, not root")
+            format!("ran as uid {uid}, not root; {ran} needed root and ran for real")
         };
         phases.push(phase);
     } else {
