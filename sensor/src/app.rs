@@ -45,6 +45,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigint.recv() => tracing::info!("SIGINT: shutting down"),
     }
     let stats = std::sync::Arc::clone(&sensor.stats);
+    let containerd = std::sync::Arc::clone(&sensor.containerd);
     let kernel = sensor.shutdown().await;
     match writer.await {
         Ok(Ok(n)) => tracing::info!(events = n, "output closed"),
@@ -52,6 +53,6 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Err(e) => tracing::warn!(error = %e, "output task failed"),
     }
     let kernel: Vec<String> = kernel.named().map(|(k, v)| format!("{k}={v}")).collect();
-    tracing::info!(?stats, kernel = %kernel.join(" "), "final counters");
+    tracing::info!(?stats, kernel = %kernel.join(" "), ?containerd, "final counters");
     Ok(())
 }

@@ -42,6 +42,11 @@ pub struct Stats {
     /// Kernel losses already reported as `lost_events`.
     pub lost_reported: AtomicU64,
     pub processes_seeded: AtomicU64,
+    /// Events that waited for their container's metadata, and how that ended.
+    pub metadata_waited: AtomicU64,
+    pub metadata_resolved: AtomicU64,
+    pub metadata_expired: AtomicU64,
+    pub metadata_overflowed: AtomicU64,
 }
 
 /// A running sensor: its events arrive on `events`.
@@ -343,6 +348,17 @@ impl Reader {
 
     /// Puts `lost_events` records in the stream for what was lost since the last report.
     fn report_losses(&mut self) {
+        let p = self.attributor.pending_stats();
+        self.stats.metadata_waited.store(p.held, Ordering::Relaxed);
+        self.stats
+            .metadata_resolved
+            .store(p.resolved, Ordering::Relaxed);
+        self.stats
+            .metadata_expired
+            .store(p.expired, Ordering::Relaxed);
+        self.stats
+            .metadata_overflowed
+            .store(p.overflowed, Ordering::Relaxed);
         let ringbuf = self.counters.read().lost_ringbuf();
         if ringbuf > self.reported_ringbuf {
             let count = ringbuf - self.reported_ringbuf;

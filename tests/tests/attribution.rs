@@ -73,7 +73,9 @@ fn cronjob_pod_events_carry_the_whole_chain() {
     let spec = ContainerSpec {
         name: "dump".into(),
         image: "busybox".into(),
-        command: sh("echo data > /tmp/report.txt; /bin/ls /tmp > /dev/null; exit 3"),
+        // A binary copied into the writable layer and run from there: drift.
+        command: sh("echo data > /tmp/report.txt; /bin/ls /tmp > /dev/null; \
+             cp /bin/busybox /tmp/ls && /tmp/ls / > /dev/null; exit 3"),
         ..ContainerSpec::default()
     };
     let id = h.rt.block_on(cri.create_container(&sandbox, &pod, &spec));
@@ -139,6 +141,10 @@ fn cronjob_pod_events_carry_the_whole_chain() {
         "paths are seen from the container's root"
     );
     assert_eq!(x.cwd, "/");
+    assert!(
+        !x.flags.upper_layer,
+        "/bin/busybox is in the image's lower layer"
+    );
     assert!(!x.process.host);
     let xc = x.container.as_ref().expect("container");
     assert!(!xc.metadata_pending);
