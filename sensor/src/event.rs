@@ -140,6 +140,8 @@ pub struct Parent {
     pub args: Vec<String>,
     /// How the sensor knows it: "exec" (seen) or "procfs" (seeded at start).
     pub source: ProcessSource,
+    /// Its start time, ns since boot (with the pid, it identifies the parent's exec).
+    pub start_boot_ns: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -309,6 +311,7 @@ pub fn exec_event(
                 binary: p.binary.clone(),
                 args: p.args.clone(),
                 source: p.source,
+                start_boot_ns: p.start_time_ns,
             }),
             container: None,
         }),

@@ -1,6 +1,7 @@
 //! jobwatch's node sensor: loads the eBPF programs, reads their records from the ring buffer,
 //! decodes them, keeps a process table and emits events.
 
+pub mod api;
 pub mod app;
 pub mod attribution;
 pub mod btf;

@@ -1,0 +1,3 @@
+//! The sensor's public API (`jobwatch.v1`): conversion of events to API messages.
+
+pub mod convert;
