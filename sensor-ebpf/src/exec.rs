@@ -18,7 +18,7 @@ use sensor_common::{
 
 use crate::{
     kernel::{config, offsets, read, read_ptr, read_str},
-    maps::{self, EVENTS, count, filter, scratch},
+    maps::{self, EVENTS, Scratch, count, filter, scratch},
     path::write_path,
     process::{fill_identity, is_host, mount_ns},
 };
@@ -70,18 +70,8 @@ fn try_exec(bprm: u64) -> Result<(), i64> {
     let mut binary_len = 0;
     if let Ok(file) = read_ptr(bprm, o.bprm_file) {
         let f_path = file.wrapping_add(o.file_path as u64);
-        let mnt: u64 = read(f_path, o.path_mnt).unwrap_or(0);
-        let dentry: u64 = read(f_path, o.path_dentry).unwrap_or(0);
-        match write_path(s, off, mnt, dentry) {
-            Ok(w) => {
-                binary_len = w.len;
-                if w.truncated {
-                    flags |= exec_flag::BINARY_TRUNCATED;
-                }
-            }
-            Err(_) => flags |= exec_flag::READ_ERROR,
-        }
-        flags |= binary_flags(dentry);
+        binary_len = write_flagged(s, off, f_path, exec_flag::BINARY_TRUNCATED, &mut flags);
+        flags |= binary_flags(read(f_path, o.path_dentry).unwrap_or(0));
     } else {
         flags |= exec_flag::READ_ERROR;
     }
@@ -89,21 +79,11 @@ fn try_exec(bprm: u64) -> Result<(), i64> {
 
     // Working directory.
     let mut cwd_len = 0;
-    if let Ok(fs) = read_ptr(task, o.task_fs) {
+    if let Ok(fs) = read_ptr(task, o.task_fs)
+        && off < SCRATCH_HALF
+    {
         let pwd = fs.wrapping_add(o.fs_pwd as u64);
-        let mnt: u64 = read(pwd, o.path_mnt).unwrap_or(0);
-        let dentry: u64 = read(pwd, o.path_dentry).unwrap_or(0);
-        if off < SCRATCH_HALF {
-            match write_path(s, off, mnt, dentry) {
-                Ok(w) => {
-                    cwd_len = w.len;
-                    if w.truncated {
-                        flags |= exec_flag::CWD_TRUNCATED;
-                    }
-                }
-                Err(_) => flags |= exec_flag::READ_ERROR,
-            }
-        }
+        cwd_len = write_flagged(s, off, pwd, exec_flag::CWD_TRUNCATED, &mut flags);
     }
     off += cwd_len & (SCRATCH_HALF - 1);
 
@@ -162,6 +142,27 @@ fn try_exec(bprm: u64) -> Result<(), i64> {
         counter::EMITTED_EXEC,
     );
     Ok(())
+}
+
+/// Writes the path of the `struct path` at `path` at `off`; sets `truncated` or the read error
+/// flag as it goes. Returns the bytes written.
+#[inline(always)]
+fn write_flagged(s: &mut Scratch, off: usize, path: u64, truncated: u32, flags: &mut u32) -> usize {
+    let o = offsets();
+    let mnt: u64 = read(path, o.path_mnt).unwrap_or(0);
+    let dentry: u64 = read(path, o.path_dentry).unwrap_or(0);
+    match write_path(s, off, mnt, dentry) {
+        Ok(w) => {
+            if w.truncated {
+                *flags |= truncated;
+            }
+            w.len
+        }
+        Err(_) => {
+            *flags |= exec_flag::READ_ERROR;
+            0
+        }
+    }
 }
 
 /// Deleted, memfd and overlay-upper-layer flags of an executed file's dentry.

@@ -300,17 +300,10 @@ impl Probes {
     /// Writes the runtime filters: host processes and path prefixes.
     pub fn set_filters(&mut self, config: &Config) -> Result<(), LoadError> {
         let map_err = |name| move |source| LoadError::Map { name, source };
-        let mut trie: LpmTrie<&mut MapData, [u8; PATH_FILTER_KEY_LEN], u32> = self
-            .ebpf
-            .map_mut("PATH_FILTER")
-            .ok_or(LoadError::Map {
-                name: "PATH_FILTER",
-                source: aya::maps::MapError::InvalidName {
-                    name: "PATH_FILTER".into(),
-                },
-            })?
-            .try_into()
-            .map_err(map_err("PATH_FILTER"))?;
+        let mut trie: LpmTrie<&mut MapData, [u8; PATH_FILTER_KEY_LEN], u32> =
+            map_mut(&mut self.ebpf, "PATH_FILTER")?
+                .try_into()
+                .map_err(map_err("PATH_FILTER"))?;
         let entries = config
             .ignore_path_prefixes
             .iter()
@@ -341,15 +334,7 @@ impl Probes {
             },
             _pad: 0,
         };
-        let mut array: Array<&mut MapData, FilterConfig> = self
-            .ebpf
-            .map_mut("FILTER")
-            .ok_or(LoadError::Map {
-                name: "FILTER",
-                source: aya::maps::MapError::InvalidName {
-                    name: "FILTER".into(),
-                },
-            })?
+        let mut array: Array<&mut MapData, FilterConfig> = map_mut(&mut self.ebpf, "FILTER")?
             .try_into()
             .map_err(map_err("FILTER"))?;
         array.set(0, filter, 0).map_err(map_err("FILTER"))?;
@@ -431,16 +416,27 @@ impl KernelCounters {
     }
 }
 
-fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
-where
-    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
-{
-    let map = ebpf.take_map(name).ok_or(LoadError::Map {
+fn missing_map(name: &'static str) -> LoadError {
+    LoadError::Map {
         name,
         source: aya::maps::MapError::InvalidName {
             name: name.to_string(),
         },
-    })?;
+    }
+}
+
+fn map_mut<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut aya::maps::Map, LoadError> {
+    ebpf.map_mut(name).ok_or_else(|| missing_map(name))
+}
+
+fn take_map<T>(ebpf: &mut Ebpf, name: &'static str) -> Result<T, LoadError>
+where
+    T: TryFrom<aya::maps::Map, Error = aya::maps::MapError>,
+{
+    let map = ebpf.take_map(name).ok_or_else(|| missing_map(name))?;
     T::try_from(map).map_err(|source| LoadError::Map { name, source })
 }
 

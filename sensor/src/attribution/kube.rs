@@ -1301,16 +1301,10 @@ fn check_name(what: &'static str, name: &str) -> Result<(), KubeError> {
 
 /// Dot-separated `[a-z0-9]([-a-z0-9]*[a-z0-9])?` labels of at most 63 bytes, 253 bytes in all.
 fn is_dns1123_subdomain(s: &str) -> bool {
-    let label = |l: &str| {
-        let b = l.as_bytes();
-        let alnum = |c: &u8| c.is_ascii_lowercase() || c.is_ascii_digit();
-        !b.is_empty()
-            && b.len() <= 63
-            && b.first().is_some_and(alnum)
-            && b.last().is_some_and(alnum)
-            && b.iter().all(|c| alnum(c) || *c == b'-')
-    };
-    !s.is_empty() && s.len() <= 253 && s.split('.').all(label)
+    !s.is_empty()
+        && s.len() <= 253
+        && s.split('.')
+            .all(crate::attribution::workload::is_dns1123_label)
 }
 
 /// An error and its sources, `: `-separated (reqwest's own message rarely says what failed).
