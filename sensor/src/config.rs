@@ -64,6 +64,59 @@ pub struct Config {
     /// Inside a cluster (KUBERNETES_SERVICE_HOST set, a service account mounted), confirm pod
     /// owners (Job, CronJob, Deployment, ...) through the Kubernetes API. Default true.
     pub kubernetes_api: bool,
+    /// This node's name in events. Default: $NODE_NAME, else the host name.
+    pub node_name: Option<String>,
+    /// Print every event as a JSON line on stdout. Default true.
+    pub stdout_json: bool,
+    /// The gRPC API.
+    pub api: ApiConfig,
+}
+
+/// The `[api]` table: where the sensor's gRPC API listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApiConfig {
+    /// Unix socket (mode 0600). Default /run/jobwatch/sensor.sock; "" disables it.
+    pub socket: PathBuf,
+    /// TCP address (e.g. "0.0.0.0:7443"); only with TLS. Default: none.
+    pub tcp_address: Option<std::net::SocketAddr>,
+    pub tls_cert: Option<PathBuf>,
+    pub tls_key: Option<PathBuf>,
+    /// When set, TCP clients must present a certificate signed by this CA (mTLS).
+    pub tls_client_ca: Option<PathBuf>,
+    /// Events buffered per GetEvents subscriber; a subscriber that falls further behind loses
+    /// events (counted, and reported to it as lost_events). Default 4096.
+    pub subscriber_queue: usize,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        ApiConfig {
+            socket: PathBuf::from("/run/jobwatch/sensor.sock"),
+            tcp_address: None,
+            tls_cert: None,
+            tls_key: None,
+            tls_client_ca: None,
+            subscriber_queue: 4096,
+        }
+    }
+}
+
+impl Config {
+    /// The node name events carry.
+    pub fn node(&self) -> String {
+        if let Some(n) = &self.node_name {
+            return n.clone();
+        }
+        if let Ok(n) = std::env::var("NODE_NAME")
+            && !n.is_empty()
+        {
+            return n;
+        }
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .unwrap_or_else(|_| "unknown".to_string())
+    }
 }
 
 /// The `[containerd]` table.
@@ -109,6 +162,9 @@ impl Default for Config {
             metadata_wait_ms: 2000,
             metadata_pending_capacity: 4096,
             kubernetes_api: true,
+            node_name: None,
+            stdout_json: true,
+            api: ApiConfig::default(),
         }
     }
 }
@@ -193,6 +249,18 @@ impl Config {
             return invalid(
                 "ignore_path_prefixes",
                 "more than 256 prefixes in all".to_string(),
+            );
+        }
+        if self.api.subscriber_queue == 0 {
+            return invalid("api.subscriber_queue", "must be at least 1".to_string());
+        }
+        if self.api.tcp_address.is_some()
+            && (self.api.tls_cert.is_none() || self.api.tls_key.is_none())
+        {
+            return invalid(
+                "api.tcp_address",
+                "the API is served over TCP only with TLS: set api.tls_cert and api.tls_key"
+                    .to_string(),
             );
         }
         if self.metadata_pending_capacity == 0 {
