@@ -26,6 +26,11 @@ impl BootClock {
         BootClock { boot_epoch_ns }
     }
 
+    /// When the machine booted, seconds since the Unix epoch.
+    pub fn boot_unix_secs(&self) -> i64 {
+        self.boot_epoch_ns.div_euclid(1_000_000_000) as i64
+    }
+
     /// Unix time in ns of a boot-time stamp.
     pub fn unix_ns(&self, boot_ns: u64) -> i128 {
         self.boot_epoch_ns + boot_ns as i128

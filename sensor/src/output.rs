@@ -4,29 +4,40 @@ use std::io::Write;
 
 use tokio::sync::mpsc;
 
-use crate::event::Event;
+use crate::{api::hub::Hub, event::Event};
 
-/// Writes one JSON object per event and line to `out`, flushing whenever the queue is empty,
-/// until the queue closes. Returns how many events were written.
-pub async fn write_json_lines<W: Write>(
+/// Hands every event to the API's subscribers (when there is a hub) and writes it as one JSON
+/// object per line to `out` (when there is one), flushing whenever the queue is empty, until
+/// the queue closes. Returns how many events went through.
+pub async fn dispatch<W: Write>(
     mut events: mpsc::Receiver<Event>,
-    out: W,
+    hub: Option<Hub>,
+    out: Option<W>,
 ) -> std::io::Result<u64> {
-    let mut out = std::io::BufWriter::with_capacity(64 * 1024, out);
-    let mut written = 0u64;
+    let mut out = out.map(|o| std::io::BufWriter::with_capacity(64 * 1024, o));
+    let mut count = 0u64;
     let mut batch = Vec::with_capacity(256);
     while events.recv_many(&mut batch, 256).await > 0 {
         for event in batch.drain(..) {
-            serde_json::to_writer(&mut out, &event)?;
-            out.write_all(b"\n")?;
-            written += 1;
+            if let Some(hub) = &hub {
+                hub.publish(&event);
+            }
+            if let Some(out) = out.as_mut() {
+                serde_json::to_writer(&mut *out, &event)?;
+                out.write_all(b"\n")?;
+            }
+            count += 1;
         }
-        if events.is_empty() {
+        if events.is_empty()
+            && let Some(out) = out.as_mut()
+        {
             out.flush()?;
         }
     }
-    out.flush()?;
-    Ok(written)
+    if let Some(out) = out.as_mut() {
+        out.flush()?;
+    }
+    Ok(count)
 }
 
 #[cfg(test)]
@@ -51,7 +62,7 @@ mod tests {
         }
         drop(tx);
         let mut buf = Vec::new();
-        let n = write_json_lines(rx, &mut buf).await.expect("written");
+        let n = dispatch(rx, None, Some(&mut buf)).await.expect("written");
         assert_eq!(n, 2);
         let text = String::from_utf8(buf).expect("utf8");
         let lines: Vec<serde_json::Value> = text

@@ -142,6 +142,11 @@ impl RunningSensor {
         self.counters.read()
     }
 
+    /// A handle that reads the kernel counters, for status reports.
+    pub fn counter_reader(&self) -> Arc<KernelCounterReader> {
+        Arc::clone(&self.counters)
+    }
+
     /// Detaches the programs, then reads what is left in the ring buffer, reports the final
     /// losses and stops. Returns the kernel counters as they ended, so that nothing is lost
     /// between the last report and the detach.

@@ -12,28 +12,25 @@ use std::{
 
 use jobwatch_tests::{TempDir, privileged};
 
-/// Builds the sensor binary (cargo builds test targets, not the library's binaries) and
-/// returns its path.
-fn sensor_binary() -> PathBuf {
+/// Builds a binary of the workspace (cargo builds test targets, not other packages'
+/// binaries) and returns its path.
+fn binary(package: &str, bin: &str) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let status = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "jobwatch-sensor",
-            "--bin",
-            "sensor",
-        ])
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
         .current_dir(&root)
         .status()
         .expect("cargo build runs");
-    assert!(status.success(), "the sensor binary builds");
+    assert!(status.success(), "the {bin} binary builds");
     let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target"));
-    target.join("debug/sensor")
+    target.join("debug").join(bin)
+}
+
+fn sensor_binary() -> PathBuf {
+    binary("jobwatch-sensor", "sensor")
 }
 
 /// Reads a child's stderr on a thread; lines arrive on the channel.
@@ -172,4 +169,123 @@ fn bad_config_is_named_and_fatal() {
         .expect("runs");
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent.toml"));
+}
+
+#[test]
+fn cli_follows_events_and_reads_status_over_the_api_socket() {
+    if !privileged("cli_follows_events_and_reads_status_over_the_api_socket") {
+        return;
+    }
+    let sensor_bin = sensor_binary();
+    let cli = binary("jobwatch-cli", "jobwatch");
+    let dir = TempDir::new("api");
+    let socket = dir.join("sensor.sock");
+    let config = dir.join("sensor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "stdout_json = false\nnode_name = \"node-a\"\n[api]\nsocket = \"{}\"\n",
+            socket.display()
+        ),
+    )
+    .expect("config");
+    let mut sensor = Command::new(&sensor_bin)
+        .arg("--config")
+        .arg(&config)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sensor starts");
+    let logs = stderr_lines(&mut sensor);
+    wait_line(&logs, "API listening", Duration::from_secs(30));
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&socket)
+        .expect("socket exists")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600, "the API socket is private");
+
+    let mut follow = Command::new(&cli)
+        .arg("--sensor")
+        .arg(&socket)
+        .args([
+            "events",
+            "--follow",
+            "-o",
+            "json",
+            "--kind",
+            "exec",
+            "--binary-prefix",
+            "/usr/bin/tr",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("jobwatch events");
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Command::new("sh")
+        .args(["-c", "echo abc | tr a-z A-Z > /dev/null"])
+        .status();
+    assert!(status.expect("sh").success());
+    // The follower prints the exec, then is stopped like a user's Ctrl-C.
+    let mut reader = BufReader::new(follow.stdout.take().expect("stdout"));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = reader.read_line(&mut line);
+        let _ = tx.send(line);
+    });
+    let line = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("an event line from the CLI");
+    let ev: serde_json::Value = serde_json::from_str(&line).expect("json line");
+    assert_eq!(ev["node"], "node-a");
+    assert!(ev["seq"].as_u64().is_some_and(|s| s > 0));
+    let exec = &ev["process_exec"];
+    assert_eq!(exec["args"], serde_json::json!(["tr", "a-z", "A-Z"]));
+    assert!(
+        exec["binary"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("/usr/bin/tr"))
+    );
+    assert!(
+        exec["process"]["exec_id"]
+            .as_str()
+            .is_some_and(|id| id.starts_with("node-a:"))
+    );
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(follow.id() as i32, libc::SIGINT) }, 0);
+    assert!(follow.wait().expect("cli exits").success());
+
+    let out = Command::new(&cli)
+        .arg("--sensor")
+        .arg(&socket)
+        .args(["status", "-o", "json"])
+        .output();
+    let out = out.expect("jobwatch status");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("status json");
+    assert_eq!(status["node"], "node-a");
+    assert!(
+        status["programs_attached"]
+            .as_array()
+            .is_some_and(|p| p.iter().any(|x| x == "sched_process_exec"))
+    );
+    let counters = status["counters"].as_array().expect("counters");
+    let exec_events = counters
+        .iter()
+        .find(|c| c["name"] == "exec_events")
+        .and_then(|c| c["value"].as_u64())
+        .expect("exec_events counter");
+    assert!(exec_events > 0);
+
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(sensor.id() as i32, libc::SIGTERM) }, 0);
+    assert!(sensor.wait().expect("sensor exits").success());
+    assert!(!socket.exists(), "the socket is removed at shutdown");
 }

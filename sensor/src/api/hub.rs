@@ -1,0 +1,300 @@
+//! Fan-out of the sensor's events to API subscribers.
+//!
+//! Every subscriber has its own bounded queue. The publisher never waits: when a subscriber's
+//! queue is full the event is lost *for that subscriber only*, counted, and reported to it as
+//! a `LostEvents{cause: SLOW_SUBSCRIBER}` event before the next event it does get. A slow
+//! client therefore never slows the sensor or the other clients.
+
+use std::sync::{
+    Arc, Mutex, MutexGuard,
+    atomic::{AtomicU64, Ordering},
+};
+
+use jobwatch_proto::v1 as pb;
+use tokio::sync::mpsc::{self, error::TrySendError};
+use tonic::Status;
+
+use crate::{
+    api::{
+        convert::{self, ExecIds},
+        filter::Compiled,
+    },
+    clock::BootClock,
+    event::Event,
+};
+
+/// What a subscriber receives.
+pub type Item = Result<pb::Event, Status>;
+
+/// The hub's counters.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct HubStats {
+    /// Events published (the last sequence number given).
+    pub published: u64,
+    /// Events lost by subscribers that did not keep up, all subscribers together.
+    pub slow_subscriber_lost: u64,
+    /// Subscribers connected now.
+    pub subscribers: usize,
+}
+
+struct Subscriber {
+    filter: Compiled,
+    tx: mpsc::Sender<Item>,
+    /// Events lost since the last one this subscriber got.
+    lost: u64,
+}
+
+struct Inner {
+    ids: ExecIds,
+    clock: BootClock,
+    queue: usize,
+    subscribers: Mutex<Vec<Subscriber>>,
+    published: AtomicU64,
+    slow_subscriber_lost: AtomicU64,
+}
+
+/// The fan-out point; cheap to clone (all clones are the same hub).
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("stats", &self.stats()).finish()
+    }
+}
+
+/// What `offer` did with an event.
+enum Offer {
+    Sent,
+    Full,
+    Closed,
+}
+
+fn offer(tx: &mpsc::Sender<Item>, e: pb::Event) -> Offer {
+    match tx.try_send(Ok(e)) {
+        Ok(()) => Offer::Sent,
+        Err(TrySendError::Full(_)) => Offer::Full,
+        Err(TrySendError::Closed(_)) => Offer::Closed,
+    }
+}
+
+impl Hub {
+    /// A hub whose subscribers each get a queue of `subscriber_queue` events (at least 1).
+    pub fn new(ids: ExecIds, clock: BootClock, subscriber_queue: usize) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                ids,
+                clock,
+                queue: subscriber_queue.max(1),
+                subscribers: Mutex::new(Vec::new()),
+                published: AtomicU64::new(0),
+                slow_subscriber_lost: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// The subscriber list; a panic elsewhere while it was held leaves it usable.
+    fn lock(&self) -> MutexGuard<'_, Vec<Subscriber>> {
+        self.inner
+            .subscribers
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Gives the event the next sequence number and offers it to every subscriber whose filter
+    /// matches. Never waits.
+    pub fn publish(&self, event: &Event) {
+        // The lock orders sequence numbers and deliveries the same way for every subscriber.
+        let mut subs = self.lock();
+        let seq = self.inner.published.fetch_add(1, Ordering::Relaxed) + 1;
+        if subs.is_empty() {
+            return;
+        }
+        let unix_ns = self.inner.clock.unix_ns(event.boot_ns);
+        let pbe = Arc::new(convert::event(&self.inner.ids, unix_ns, event, seq));
+        let mut lost_now = 0u64;
+        subs.retain_mut(|sub| {
+            if !sub.filter.matches(&pbe) {
+                return true;
+            }
+            if sub.lost > 0 {
+                let report = self.loss_report(sub.lost, &pbe);
+                if sub.filter.matches(&report) {
+                    match offer(&sub.tx, report) {
+                        Offer::Sent => sub.lost = 0,
+                        Offer::Full => {
+                            sub.lost += 1;
+                            lost_now += 1;
+                            return true;
+                        }
+                        Offer::Closed => return false,
+                    }
+                } else {
+                    sub.lost = 0;
+                }
+            }
+            match offer(&sub.tx, (*pbe).clone()) {
+                Offer::Sent => true,
+                Offer::Full => {
+                    sub.lost += 1;
+                    lost_now += 1;
+                    true
+                }
+                Offer::Closed => false,
+            }
+        });
+        if lost_now > 0 {
+            self.inner
+                .slow_subscriber_lost
+                .fetch_add(lost_now, Ordering::Relaxed);
+        }
+    }
+
+    /// The report of `count` events a subscriber lost, sent just before `next`. It has no
+    /// sequence number of its own (seq 0): it is not one of the sensor's events.
+    fn loss_report(&self, count: u64, next: &pb::Event) -> pb::Event {
+        pb::Event {
+            node: self.inner.ids.node.clone(),
+            time_unix_nano: next.time_unix_nano,
+            boot_ns: next.boot_ns,
+            seq: 0,
+            kind: Some(pb::event::Kind::LostEvents(pb::LostEvents {
+                count,
+                cause: pb::LossCause::SlowSubscriber as i32,
+            })),
+        }
+    }
+
+    /// A new subscriber with the hub's queue size.
+    pub fn subscribe(&self, filter: Compiled) -> mpsc::Receiver<Item> {
+        self.subscribe_with_capacity(filter, self.inner.queue)
+    }
+
+    /// A new subscriber with its own queue size (at least 1).
+    pub fn subscribe_with_capacity(
+        &self,
+        filter: Compiled,
+        capacity: usize,
+    ) -> mpsc::Receiver<Item> {
+        let (tx, rx) = mpsc::channel(capacity.max(1));
+        self.lock().push(Subscriber {
+            filter,
+            tx,
+            lost: 0,
+        });
+        rx
+    }
+
+    /// Subscribers connected now (those that went away are forgotten).
+    pub fn subscribers(&self) -> usize {
+        let mut subs = self.lock();
+        subs.retain(|s| !s.tx.is_closed());
+        subs.len()
+    }
+
+    /// The hub's counters.
+    pub fn stats(&self) -> HubStats {
+        HubStats {
+            published: self.inner.published.load(Ordering::Relaxed),
+            slow_subscriber_lost: self.inner.slow_subscriber_lost.load(Ordering::Relaxed),
+            subscribers: self.subscribers(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        api::filter,
+        event::{EventKind, ProcessExit},
+    };
+
+    fn hub(queue: usize) -> Hub {
+        Hub::new(
+            ExecIds {
+                node: "n1".into(),
+                boot_unix_secs: 1,
+            },
+            BootClock::fixed(1_000),
+            queue,
+        )
+    }
+
+    fn exit(pid: u32) -> Event {
+        Event {
+            time: String::new(),
+            boot_ns: u64::from(pid),
+            kind: EventKind::ProcessExit(ProcessExit {
+                pid,
+                tid: pid,
+                exit_code: Some(0),
+                signal: None,
+                start_boot_ns: 0,
+                duration_ns: 0,
+                binary: "/bin/true".into(),
+                container: None,
+            }),
+        }
+    }
+
+    fn all() -> Compiled {
+        filter::compile(&pb::GetEventsRequest::default()).expect("empty filter")
+    }
+
+    #[test]
+    fn seq_counts_without_subscribers() {
+        let h = hub(4);
+        h.publish(&exit(1));
+        h.publish(&exit(2));
+        let mut rx = h.subscribe(all());
+        h.publish(&exit(3));
+        let e = rx.try_recv().expect("event").expect("ok");
+        assert_eq!((e.seq, e.node.as_str(), e.time_unix_nano), (3, "n1", 1_003));
+        assert_eq!(
+            h.stats(),
+            HubStats {
+                published: 3,
+                slow_subscriber_lost: 0,
+                subscribers: 1
+            }
+        );
+    }
+
+    #[test]
+    fn full_queue_loses_and_reports() {
+        let h = hub(2);
+        let mut rx = h.subscribe(all());
+        for pid in 1..=5 {
+            h.publish(&exit(pid));
+        }
+        assert_eq!(h.stats().slow_subscriber_lost, 3);
+        let seqs: Vec<u64> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|e| e.expect("ok").seq)
+            .collect();
+        assert_eq!(seqs, [1, 2]);
+        h.publish(&exit(6));
+        let report = rx.try_recv().expect("report").expect("ok");
+        assert_eq!(
+            report.kind,
+            Some(pb::event::Kind::LostEvents(pb::LostEvents {
+                count: 3,
+                cause: pb::LossCause::SlowSubscriber as i32
+            }))
+        );
+        assert_eq!(rx.try_recv().expect("event").expect("ok").seq, 6);
+    }
+
+    #[test]
+    fn closed_subscribers_are_removed() {
+        let h = hub(2);
+        let rx = h.subscribe(all());
+        let _kept = h.subscribe(all());
+        assert_eq!(h.subscribers(), 2);
+        drop(rx);
+        h.publish(&exit(1));
+        assert_eq!(h.subscribers(), 1);
+    }
+}
