@@ -217,6 +217,14 @@ fn seed_process_table(table: &mut ProcessTable, stats: &Stats) {
     }
 }
 
+/// Offers an event to the output queue; a full queue drops it, counted (and reported later).
+fn send_to(tx: &mpsc::Sender<Event>, stats: &Stats, unreported: &mut u64, event: Event) {
+    if tx.try_send(event).is_err() {
+        stats.queue_full.fetch_add(1, Ordering::Relaxed);
+        *unreported += 1;
+    }
+}
+
 struct Reader {
     attributor: Attributor,
     table: ProcessTable,
@@ -257,11 +265,8 @@ impl Reader {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.drain(fd.get_mut());
-                    let mut out = Vec::new();
-                    self.attributor.flush(&mut |e| out.push(e));
-                    for e in out {
-                        self.send(e);
-                    }
+                    let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
+                    self.attributor.flush(&mut |e| send_to(tx, stats, unreported, e));
                     self.report_losses();
                     break;
                 }
@@ -295,22 +300,18 @@ impl Reader {
                     continue;
                 }
             };
-            let mut out = Vec::new();
-            self.attributor.attribute(event, pid, |e| out.push(e));
-            for e in out {
-                self.send(e);
-            }
+            // Straight to the queue: no buffer per record.
+            let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
+            self.attributor
+                .attribute(event, pid, |e| send_to(tx, stats, unreported, e));
         }
     }
 
     /// Sends events that waited for container metadata and may now leave.
     fn release_pending(&mut self) {
-        let mut out = Vec::new();
+        let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
         self.attributor
-            .release(Instant::now(), &mut |e| out.push(e));
-        for e in out {
-            self.send(e);
-        }
+            .release(Instant::now(), &mut |e| send_to(tx, stats, unreported, e));
     }
 
     /// The event of a record and the process it concerns.
@@ -341,13 +342,6 @@ impl Reader {
                     v.fixed.process.tgid,
                 )
             }
-        }
-    }
-
-    fn send(&mut self, event: Event) {
-        if self.tx.try_send(event).is_err() {
-            self.stats.queue_full.fetch_add(1, Ordering::Relaxed);
-            self.unreported_queue += 1;
         }
     }
 
