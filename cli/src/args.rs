@@ -24,6 +24,10 @@ pub struct Target {
     /// The sensor's Unix socket [default: /run/jobwatch/sensor.sock].
     #[arg(long, global = true, value_name = "PATH", conflicts_with = "address")]
     pub sensor: Option<PathBuf>,
+    /// Ask a collector (its Unix socket) instead of a sensor: events of every node, with their
+    /// history (`events` without --follow queries what is stored).
+    #[arg(long, global = true, value_name = "PATH", conflicts_with_all = ["sensor", "address"])]
+    pub collector: Option<PathBuf>,
     /// A sensor over TCP with TLS, as https://HOST:PORT (needs --ca).
     #[arg(long, global = true, value_name = "URL", requires = "ca")]
     pub address: Option<String>,
@@ -73,6 +77,9 @@ pub struct EventsArgs {
     /// Stream events as they happen until interrupted (Ctrl-C).
     #[arg(short, long)]
     pub follow: bool,
+    /// With --collector and without --follow: most stored events to print, oldest first.
+    #[arg(long, default_value_t = 1000)]
+    pub limit: u32,
     #[arg(short, long, value_enum, default_value_t = EventFormat::Compact)]
     pub output: EventFormat,
     /// Only events of this kind.

@@ -11,6 +11,9 @@ use crate::error::{UsageError, grpc};
 use crate::{compact, connect, json, table};
 
 pub async fn run(cli: Cli) -> Result<()> {
+    if let Some(socket) = &cli.target.collector {
+        return crate::collector::run(socket.clone(), cli.command).await;
+    }
     // Usage problems first: they must not depend on whether a sensor is reachable.
     if let Command::Events(events) = &cli.command
         && !events.follow
@@ -105,14 +108,14 @@ async fn follow(
     }
 }
 
-fn print(text: &str) -> Result<()> {
+pub fn print(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     out.write_all(text.as_bytes())?;
     out.flush()?;
     Ok(())
 }
 
-fn print_line(line: &str) -> Result<()> {
+pub fn print_line(line: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{line}")?;
     out.flush()?;

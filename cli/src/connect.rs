@@ -22,13 +22,14 @@ pub async fn connect(target: &Target) -> Result<SensorClient<Channel>> {
                 .sensor
                 .clone()
                 .unwrap_or_else(|| PathBuf::from(DEFAULT_SOCKET));
-            connect_socket(path).await?
+            connect_socket(path, "the sensor").await?
         }
     };
     Ok(SensorClient::new(channel))
 }
 
-async fn connect_socket(path: PathBuf) -> Result<Channel> {
+/// Connects to the Unix socket of `what` ("the sensor", "the collector").
+pub async fn connect_socket(path: PathBuf, what: &str) -> Result<Channel> {
     let shown = path.display().to_string();
     let connector = tower::service_fn(move |_| {
         let path = path.clone();
@@ -42,7 +43,7 @@ async fn connect_socket(path: PathBuf) -> Result<Channel> {
     endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the sensor at {shown}: {}", cause(&e)))
+        .map_err(|e| anyhow::anyhow!("cannot connect to {what} at {shown}: {}", cause(&e)))
 }
 
 async fn connect_tls(target: &Target, address: &str) -> Result<Channel> {

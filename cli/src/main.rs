@@ -1,6 +1,7 @@
 //! `jobwatch`: events, containers and status from a jobwatch sensor.
 
 mod args;
+mod collector;
 mod commands;
 mod compact;
 mod connect;
