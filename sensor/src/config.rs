@@ -70,6 +70,31 @@ pub struct Config {
     pub stdout_json: bool,
     /// The gRPC API.
     pub api: ApiConfig,
+    /// Where to report events; none by default.
+    pub report: ReportConfig,
+    /// Serve Prometheus metrics at http://<address>/metrics (e.g. "127.0.0.1:9464"). Off by
+    /// default.
+    pub metrics_address: Option<std::net::SocketAddr>,
+}
+
+/// The `[report]` table: the collector this sensor streams its events to.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// The collector's Unix socket (same node).
+    pub socket: Option<PathBuf>,
+    /// The collector over the network: an https:// URL (TLS required).
+    pub address: Option<String>,
+    /// CA that signed the collector's certificate (with `address`).
+    pub ca: Option<PathBuf>,
+    /// Client certificate and key for mutual TLS.
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    /// A file holding a bearer token for the collector.
+    pub token_file: Option<PathBuf>,
+    /// Events kept until the collector acknowledges them (default 100000); beyond that the
+    /// oldest are dropped, counted and reported as lost.
+    pub buffer_events: Option<usize>,
 }
 
 /// The `[api]` table: where the sensor's gRPC API listens.
@@ -165,6 +190,8 @@ impl Default for Config {
             node_name: None,
             stdout_json: true,
             api: ApiConfig::default(),
+            report: ReportConfig::default(),
+            metrics_address: None,
         }
     }
 }
@@ -250,6 +277,31 @@ impl Config {
                 "ignore_path_prefixes",
                 "more than 256 prefixes in all".to_string(),
             );
+        }
+        if self.report.socket.is_some() && self.report.address.is_some() {
+            return invalid(
+                "report.address",
+                "give either report.socket or report.address".to_string(),
+            );
+        }
+        if let Some(address) = &self.report.address
+            && (!address.starts_with("https://") || self.report.ca.is_none())
+        {
+            return invalid(
+                "report.address",
+                format!(
+                    "{address:?}: a collector over the network needs an https:// URL and report.ca"
+                ),
+            );
+        }
+        if self.report.cert.is_some() != self.report.key.is_some() {
+            return invalid(
+                "report.cert",
+                "report.cert and report.key go together".to_string(),
+            );
+        }
+        if self.report.buffer_events == Some(0) {
+            return invalid("report.buffer_events", "must be at least 1".to_string());
         }
         if self.api.subscriber_queue == 0 {
             return invalid("api.subscriber_queue", "must be at least 1".to_string());
