@@ -44,9 +44,13 @@ struct Subscriber {
     lost: u64,
 }
 
+/// Where every numbered event goes besides the subscribers (must not block).
+pub type Sink = Box<dyn Fn(pb::Event) + Send + Sync>;
+
 struct Inner {
     ids: ExecIds,
     clock: BootClock,
+    sink: Option<Sink>,
     queue: usize,
     subscribers: Mutex<Vec<Subscriber>>,
     published: AtomicU64,
@@ -83,10 +87,21 @@ fn offer(tx: &mpsc::Sender<Item>, e: pb::Event) -> Offer {
 impl Hub {
     /// A hub whose subscribers each get a queue of `subscriber_queue` events (at least 1).
     pub fn new(ids: ExecIds, clock: BootClock, subscriber_queue: usize) -> Hub {
+        Hub::with_sink(ids, clock, subscriber_queue, None)
+    }
+
+    /// A hub that also hands every event, numbered, to `sink` (the reporter to a collector).
+    pub fn with_sink(
+        ids: ExecIds,
+        clock: BootClock,
+        subscriber_queue: usize,
+        sink: Option<Sink>,
+    ) -> Hub {
         Hub {
             inner: Arc::new(Inner {
                 ids,
                 clock,
+                sink,
                 queue: subscriber_queue.max(1),
                 subscribers: Mutex::new(Vec::new()),
                 published: AtomicU64::new(0),
@@ -109,11 +124,14 @@ impl Hub {
         // The lock orders sequence numbers and deliveries the same way for every subscriber.
         let mut subs = self.lock();
         let seq = self.inner.published.fetch_add(1, Ordering::Relaxed) + 1;
-        if subs.is_empty() {
+        if subs.is_empty() && self.inner.sink.is_none() {
             return;
         }
         let unix_ns = self.inner.clock.unix_ns(event.boot_ns);
         let pbe = Arc::new(convert::event(&self.inner.ids, unix_ns, event, seq));
+        if let Some(sink) = &self.inner.sink {
+            sink((*pbe).clone());
+        }
         let mut lost_now = 0u64;
         subs.retain_mut(|sub| {
             if !sub.filter.matches(&pbe) {
