@@ -12,14 +12,15 @@ use tokio_util::sync::CancellationToken;
 use crate::{
     api::{
         convert::ExecIds,
-        hub::Hub,
+        hub::{Hub, Sink},
         server::{ApiSettings, serve},
         service::{self, SensorApi, StatusFn, StatusInputs},
     },
     clock::BootClock,
     config::Config,
-    output,
+    metrics, output,
     pipeline::RunningSensor,
+    report::{ReportEndpoint, Reporter, ReporterSettings},
 };
 
 /// jobwatch's node sensor: prints one JSON object per process exec, process exit and file
@@ -56,14 +57,36 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         node: node.clone(),
         boot_unix_secs: clock.boot_unix_secs(),
     };
-    let hub = Hub::new(ids, clock, config.api.subscriber_queue);
     let api_cancel = CancellationToken::new();
+    let report_cancel = CancellationToken::new();
+    let reporter = reporter_settings(&config, &node)
+        .map(|settings| Reporter::start(settings, report_cancel.clone()));
+    let sink: Option<Sink> = reporter
+        .clone()
+        .map(|r| -> Sink { Box::new(move |e| r.offer(e)) });
+    let hub = Hub::with_sink(ids, clock, config.api.subscriber_queue, sink);
+    let status = status_source(&sensor, &hub, node, reporter.clone());
+    if let Some(addr) = config.metrics_address {
+        let (listener, bound) = metrics::bind(addr).await?;
+        tracing::info!(address = %bound, "Prometheus metrics at /metrics");
+        let ring_buffer_bytes = u64::from(config.ring_buffer_bytes);
+        let lag = reporter.clone();
+        let extra = move || {
+            let mut extra = vec![("ring_buffer_bytes", ring_buffer_bytes)];
+            if let Some(r) = &lag {
+                extra.push(("report_lag_events", r.stats().lag_events));
+            }
+            extra
+        };
+        tokio::spawn(metrics::serve_listener(
+            listener,
+            Arc::clone(&status),
+            extra,
+            api_cancel.clone(),
+        ));
+    }
     let mut server = api_settings(&config).map(|settings| {
-        let api = SensorApi::new(
-            hub.clone(),
-            Arc::clone(&sensor.index),
-            status_source(&sensor, &hub, node),
-        );
+        let api = SensorApi::new(hub.clone(), Arc::clone(&sensor.index), Arc::clone(&status));
         tokio::spawn(serve(settings, api, api_cancel.clone()))
     });
     if let Some(path) = Some(&config.api.socket).filter(|p| !p.as_os_str().is_empty()) {
@@ -103,6 +126,22 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         Ok(Err(e)) => tracing::warn!(error = %e, "output failed"),
         Err(e) => tracing::warn!(error = %e, "output task failed"),
     }
+    // Every event is in the reporter now: give the collector a moment to acknowledge them.
+    if let Some(r) = &reporter {
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while r.stats().lag_events > 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        let s = r.stats();
+        if s.lag_events > 0 {
+            tracing::warn!(
+                undelivered = s.lag_events,
+                "events not acknowledged by the collector at shutdown"
+            );
+        }
+        tracing::info!(?s, "reporter");
+    }
+    report_cancel.cancel();
     let kernel: Vec<String> = kernel.named().map(|(k, v)| format!("{k}={v}")).collect();
     tracing::info!(?stats, kernel = %kernel.join(" "), ?containerd, hub = ?hub.stats(), "final counters");
     match failure {
@@ -126,8 +165,35 @@ fn api_settings(config: &Config) -> Option<ApiSettings> {
     })
 }
 
+/// The reporter's settings from the `[report]` table; None when no collector is configured.
+fn reporter_settings(config: &Config, node: &str) -> Option<ReporterSettings> {
+    let r = &config.report;
+    let endpoint = match (&r.socket, &r.address, &r.ca) {
+        (Some(socket), _, _) => ReportEndpoint::Unix(socket.clone()),
+        (None, Some(url), Some(ca)) => ReportEndpoint::Https {
+            url: url.clone(),
+            ca_pem_path: ca.clone(),
+            client_cert_path: r.cert.clone(),
+            client_key_path: r.key.clone(),
+        },
+        _ => return None,
+    };
+    let mut settings = ReporterSettings::new(endpoint, node);
+    settings.token_file = r.token_file.clone();
+    if let Some(n) = r.buffer_events {
+        settings.buffer_events = n;
+    }
+    tracing::info!(collector = %settings.endpoint, "reporting events to the collector");
+    Some(settings)
+}
+
 /// Builds the GetStatus answer from the running sensor's parts.
-fn status_source(sensor: &RunningSensor, hub: &Hub, node: String) -> StatusFn {
+fn status_source(
+    sensor: &RunningSensor,
+    hub: &Hub,
+    node: String,
+    reporter: Option<Reporter>,
+) -> StatusFn {
     let attached = sensor.attached.clone();
     let containerd = Arc::clone(&sensor.containerd);
     let index = Arc::clone(&sensor.index);
@@ -135,7 +201,7 @@ fn status_source(sensor: &RunningSensor, hub: &Hub, node: String) -> StatusFn {
     let counters = sensor.counter_reader();
     let hub = hub.clone();
     Arc::new(move || {
-        service::status(&StatusInputs {
+        let mut status = service::status(&StatusInputs {
             node: &node,
             attached: &attached,
             containerd: &containerd,
@@ -143,6 +209,25 @@ fn status_source(sensor: &RunningSensor, hub: &Hub, node: String) -> StatusFn {
             hub: &hub,
             stats: &stats,
             kernel: &counters.read(),
-        })
+        });
+        if let Some(r) = &reporter {
+            let s = r.stats();
+            for (name, value) in [
+                ("reporter_offered", s.offered),
+                ("reporter_acked_seq", s.acked),
+                ("reporter_sent_batches", s.sent_batches),
+                ("reporter_resent_events", s.resent_events),
+                ("reporter_buffer_lost", s.buffer_lost),
+                ("reporter_reconnects", s.reconnects),
+                ("reporter_connected", u64::from(s.connected)),
+                ("reporter_lag_events", s.lag_events),
+            ] {
+                status.counters.push(jobwatch_proto::v1::Counter {
+                    name: name.to_string(),
+                    value,
+                });
+            }
+        }
+        status
     })
 }
