@@ -1,0 +1,637 @@
+//! The event store: one SQLite database (WAL, `synchronous=NORMAL`).
+//!
+//! `events` holds every stored event (its prost encoding in `body`, the facts filters use in
+//! indexed columns); `containers` the last known state of each container of each node;
+//! `sensors` the highest acknowledged sequence number of each sensor run, so that the ack
+//! state survives a restart. All methods are blocking: call them from a blocking thread
+//! (`tokio::task::spawn_blocking`). A batch is written in one transaction.
+
+use std::{
+    collections::HashMap,
+    path::{Path, PathBuf},
+    sync::{Mutex, MutexGuard},
+};
+
+use jobwatch_proto::v1 as pb;
+use prost::Message;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_iter, types::Value};
+
+use crate::filter::{Compiled, Facts, Filter};
+
+/// Default number of events kept.
+pub const DEFAULT_MAX_EVENTS: u64 = 10_000_000;
+/// Default age of the oldest event kept, seconds (7 days).
+pub const DEFAULT_MAX_AGE_SECS: u64 = 7 * 24 * 3600;
+/// Most events one retention pass deletes.
+pub const RETENTION_BATCH: u64 = 10_000;
+/// Default number of events a query returns.
+pub const DEFAULT_QUERY_LIMIT: usize = 1000;
+/// Most events a query returns.
+pub const MAX_QUERY_LIMIT: usize = 10_000;
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS events(
+    id INTEGER PRIMARY KEY,
+    node TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    time_unix_nano INTEGER NOT NULL,
+    kind INTEGER NOT NULL,
+    namespace TEXT,
+    pod TEXT,
+    workload_kind INTEGER,
+    workload TEXT,
+    cronjob TEXT,
+    container_id TEXT,
+    binary TEXT,
+    body BLOB NOT NULL,
+    UNIQUE(run_id, seq)
+);
+CREATE INDEX IF NOT EXISTS events_time ON events(time_unix_nano);
+CREATE INDEX IF NOT EXISTS events_node_time ON events(node, time_unix_nano);
+CREATE TABLE IF NOT EXISTS containers(
+    node TEXT NOT NULL,
+    id TEXT NOT NULL,
+    body BLOB NOT NULL,
+    updated_unix_nano INTEGER NOT NULL,
+    exited_unix_nano INTEGER,
+    PRIMARY KEY(node, id)
+);
+CREATE TABLE IF NOT EXISTS sensors(
+    sensor TEXT NOT NULL,
+    run_id TEXT NOT NULL PRIMARY KEY,
+    last_seq INTEGER NOT NULL,
+    last_seen INTEGER NOT NULL
+);
+";
+
+/// Errors of the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database could not be opened or set up.
+    #[error("opening the database {path}: {source}")]
+    Open {
+        /// The database path.
+        path: PathBuf,
+        /// What SQLite said.
+        source: rusqlite::Error,
+    },
+    /// A statement failed.
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    /// A stored body did not decode.
+    #[error("stored event {id} does not decode: {source}")]
+    Decode {
+        /// The event's id.
+        id: i64,
+        /// What prost said.
+        source: prost::DecodeError,
+    },
+}
+
+/// Retention limits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Retention {
+    /// Most events kept (the oldest beyond are deleted).
+    pub max_events: u64,
+    /// Oldest event kept, seconds (by the event's time).
+    pub max_age_secs: u64,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Retention {
+            max_events: DEFAULT_MAX_EVENTS,
+            max_age_secs: DEFAULT_MAX_AGE_SECS,
+        }
+    }
+}
+
+/// What storing a batch did.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct BatchOutcome {
+    /// The sequence number to acknowledge.
+    pub ack_seq: u64,
+    /// The events newly stored, with their ids, in order.
+    pub stored: Vec<pb::StoredEvent>,
+    /// Events already stored (re-sent).
+    pub duplicates: u64,
+}
+
+/// A query of stored events.
+#[derive(Clone, Debug, Default)]
+pub struct Query {
+    /// Oldest event time, ns (0: unbounded).
+    pub since_unix_nano: i64,
+    /// Newest event time, ns (0: unbounded).
+    pub until_unix_nano: i64,
+    /// Only these nodes (any, when empty).
+    pub nodes: Vec<String>,
+    /// Allow and deny lists.
+    pub filter: Compiled,
+    /// Most events returned.
+    pub limit: usize,
+    /// Only events with a larger id.
+    pub after_id: u64,
+}
+
+/// The last report of one sensor.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SensorRow {
+    /// Sensor name.
+    pub sensor: String,
+    /// Its latest run.
+    pub run_id: String,
+    /// Highest acknowledged sequence number of that run.
+    pub last_seq: u64,
+    /// When it last reported, ns since the epoch.
+    pub last_seen_unix_nano: i64,
+}
+
+struct Inner {
+    conn: Connection,
+    /// Highest acknowledged seq per run.
+    runs: HashMap<String, u64>,
+    /// Events in the table now.
+    events: u64,
+}
+
+/// The store; share it behind an `Arc`.
+pub struct Store {
+    inner: Mutex<Inner>,
+    /// A second, read-only connection for queries, so that a long query does not hold up
+    /// writes (WAL lets them run side by side). None for an in-memory database.
+    reader: Option<Mutex<Connection>>,
+    retention: Retention,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("retention", &self.retention)
+            .finish_non_exhaustive()
+    }
+}
+
+fn seq_sql(seq: u64) -> i64 {
+    seq as i64
+}
+
+fn seq_of(v: i64) -> u64 {
+    v as u64
+}
+
+impl Store {
+    /// Opens (creating when needed) the database at `path` (`:memory:` for a private
+    /// in-memory one).
+    pub fn open(path: &Path, retention: Retention) -> Result<Store, StoreError> {
+        let open_err = |source| StoreError::Open {
+            path: path.to_path_buf(),
+            source,
+        };
+        let conn = Connection::open(path).map_err(open_err)?;
+        conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
+            .map_err(open_err)?;
+        conn.execute_batch("PRAGMA synchronous=NORMAL;")
+            .map_err(open_err)?;
+        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        let runs = {
+            let mut stmt = conn
+                .prepare("SELECT run_id, last_seq FROM sensors")
+                .map_err(open_err)?;
+            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, seq_of(r.get(1)?))))
+                .map_err(open_err)?
+                .collect::<Result<HashMap<_, _>, _>>()
+                .map_err(open_err)?
+        };
+        let events: i64 = conn
+            .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
+            .map_err(open_err)?;
+        let reader = if path == Path::new(":memory:") {
+            None
+        } else {
+            let r = Connection::open_with_flags(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )
+            .map_err(open_err)?;
+            Some(Mutex::new(r))
+        };
+        Ok(Store {
+            inner: Mutex::new(Inner {
+                conn,
+                runs,
+                events: events.max(0) as u64,
+            }),
+            reader,
+            retention,
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Runs `f` on the read connection (the writer's, for an in-memory database).
+    fn read<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        match &self.reader {
+            Some(r) => f(&r.lock().unwrap_or_else(|p| p.into_inner())),
+            None => f(&self.lock().conn),
+        }
+    }
+
+    /// The highest acknowledged seq of a run (0 when unknown).
+    pub fn acked(&self, run_id: &str) -> u64 {
+        self.lock().runs.get(run_id).copied().unwrap_or(0)
+    }
+
+    /// Stores a validated batch in one transaction. Re-sent events are ignored (counted as
+    /// duplicates). The ack is the highest seq of the run seen so far: a jump in sequence
+    /// numbers is accepted (the sensor reports such losses itself as `LostEvents`).
+    pub fn insert_batch(
+        &self,
+        sensor: &str,
+        run_id: &str,
+        events: Vec<pb::Event>,
+        now_unix_nano: i64,
+    ) -> Result<BatchOutcome, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let prev = inner.runs.get(run_id).copied().unwrap_or(0);
+        let ack_seq = events.iter().map(|e| e.seq).fold(prev, u64::max);
+        let mut out = BatchOutcome {
+            ack_seq,
+            ..BatchOutcome::default()
+        };
+        let tx = inner.conn.transaction()?;
+        {
+            let mut insert = tx.prepare_cached(
+                "INSERT OR IGNORE INTO events(node, run_id, seq, time_unix_nano, kind, namespace,
+                 pod, workload_kind, workload, cronjob, container_id, binary, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            )?;
+            let mut upsert = tx.prepare_cached(
+                "INSERT INTO containers(node, id, body, updated_unix_nano, exited_unix_nano)
+                 VALUES (?1, ?2, ?3, ?4, NULL)
+                 ON CONFLICT(node, id) DO UPDATE SET body = excluded.body,
+                 updated_unix_nano = excluded.updated_unix_nano, exited_unix_nano = NULL",
+            )?;
+            let mut exited = tx.prepare_cached(
+                "UPDATE containers SET exited_unix_nano = ?3, updated_unix_nano = ?3
+                 WHERE node = ?1 AND id = ?2",
+            )?;
+            for mut event in events {
+                if event.node.is_empty() {
+                    event.node = sensor.to_owned();
+                }
+                let body = event.encode_to_vec();
+                let f = Facts::of(&event);
+                let n = insert.execute(params![
+                    sensor,
+                    run_id,
+                    seq_sql(event.seq),
+                    event.time_unix_nano,
+                    f.kind.map_or(0, |k| k as i32),
+                    f.namespace,
+                    f.pod_name,
+                    f.workload_kind,
+                    f.workload_name,
+                    f.cronjob,
+                    f.container_id,
+                    f.binary,
+                    body,
+                ])?;
+                if n == 0 {
+                    out.duplicates += 1;
+                    continue;
+                }
+                let id = tx.last_insert_rowid();
+                match &event.kind {
+                    Some(pb::event::Kind::ContainerCreated(c)) => {
+                        if let Some(c) = &c.container {
+                            upsert.execute(params![
+                                sensor,
+                                c.id,
+                                c.encode_to_vec(),
+                                event.time_unix_nano
+                            ])?;
+                        }
+                    }
+                    Some(pb::event::Kind::ContainerExited(c)) => {
+                        if let Some(c) = &c.container {
+                            exited.execute(params![sensor, c.id, event.time_unix_nano])?;
+                        }
+                    }
+                    _ => {}
+                }
+                out.stored.push(pb::StoredEvent {
+                    id: id as u64,
+                    event: Some(event),
+                });
+            }
+            tx.execute(
+                "INSERT INTO sensors(sensor, run_id, last_seq, last_seen) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(run_id) DO UPDATE SET sensor = excluded.sensor,
+                 last_seq = excluded.last_seq, last_seen = excluded.last_seen",
+                params![sensor, run_id, seq_sql(ack_seq), now_unix_nano],
+            )?;
+        }
+        tx.commit()?;
+        inner.runs.insert(run_id.to_owned(), ack_seq);
+        inner.events += out.stored.len() as u64;
+        Ok(out)
+    }
+
+    /// Events matching the query, oldest (lowest id) first.
+    pub fn query(&self, q: &Query) -> Result<Vec<pb::StoredEvent>, StoreError> {
+        let limit = q.limit.clamp(1, MAX_QUERY_LIMIT);
+        let mut conds = vec!["id > ?".to_owned()];
+        let mut base: Vec<Value> = Vec::new();
+        if q.since_unix_nano != 0 {
+            conds.push("time_unix_nano >= ?".into());
+            base.push(Value::Integer(q.since_unix_nano));
+        }
+        if q.until_unix_nano != 0 {
+            conds.push("time_unix_nano <= ?".into());
+            base.push(Value::Integer(q.until_unix_nano));
+        }
+        if !q.nodes.is_empty() {
+            conds.push(format!("node IN ({})", marks(q.nodes.len())));
+            base.extend(q.nodes.iter().map(|n| Value::Text(n.clone())));
+        }
+        if let [only] = q.filter.allow.as_slice() {
+            prefilter(only, &mut conds, &mut base);
+        }
+        let sql = format!(
+            "SELECT id, body FROM events WHERE {} ORDER BY id LIMIT ?",
+            conds.join(" AND ")
+        );
+        let chunk = limit.max(256);
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let mut out = Vec::new();
+            let mut cursor = q.after_id as i64;
+            loop {
+                let mut args = Vec::with_capacity(base.len() + 2);
+                args.push(Value::Integer(cursor));
+                args.extend(base.iter().cloned());
+                args.push(Value::Integer(chunk as i64));
+                let rows = stmt
+                    .query_map(params_from_iter(args), |r| {
+                        Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                let fetched = rows.len();
+                for (id, body) in rows {
+                    cursor = id;
+                    let event = pb::Event::decode(body.as_slice())
+                        .map_err(|source| StoreError::Decode { id, source })?;
+                    if q.filter.matches(&event) {
+                        out.push(pb::StoredEvent {
+                            id: id as u64,
+                            event: Some(event),
+                        });
+                        if out.len() == limit {
+                            return Ok(out);
+                        }
+                    }
+                }
+                if fetched < chunk {
+                    return Ok(out);
+                }
+            }
+        })
+    }
+
+    /// Containers not known to have exited, of the given nodes (all, when empty).
+    pub fn containers(&self, nodes: &[String]) -> Result<Vec<pb::NodeContainer>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+            "SELECT node, body FROM containers WHERE exited_unix_nano IS NULL ORDER BY node, id",
+        )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, Vec<u8>>(1)?))
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows
+                .into_iter()
+                .filter(|(node, _)| nodes.is_empty() || nodes.contains(node))
+                .filter_map(|(node, body)| {
+                    pb::Container::decode(body.as_slice())
+                        .ok()
+                        .map(|c| pb::NodeContainer {
+                            node,
+                            container: Some(c),
+                        })
+                })
+                .collect())
+        })
+    }
+
+    /// Events stored now.
+    pub fn events_stored(&self) -> u64 {
+        self.lock().events
+    }
+
+    /// Size of the database, bytes (`page_count * page_size`).
+    pub fn store_bytes(&self) -> Result<u64, StoreError> {
+        self.read(|conn| {
+            let pages: i64 = conn.query_row("PRAGMA page_count", [], |r| r.get(0))?;
+            let size: i64 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            Ok((pages.max(0) as u64).saturating_mul(size.max(0) as u64))
+        })
+    }
+
+    /// The latest run of every sensor, by name.
+    pub fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT sensor, run_id, last_seq, max(last_seen) FROM sensors
+             GROUP BY sensor ORDER BY sensor",
+            )?;
+            let rows = stmt
+                .query_map([], |r| {
+                    Ok(SensorRow {
+                        sensor: r.get(0)?,
+                        run_id: r.get(1)?,
+                        last_seq: seq_of(r.get(2)?),
+                        last_seen_unix_nano: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(rows)
+        })
+    }
+
+    /// One retention pass: deletes events older than `max_age_secs`, then the oldest beyond
+    /// `max_events`, at most [`RETENTION_BATCH`] in all. Returns how many it deleted.
+    pub fn retention_pass(&self, now_unix_nano: i64) -> Result<u64, StoreError> {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let age_ns = i64::try_from(self.retention.max_age_secs)
+            .unwrap_or(i64::MAX)
+            .saturating_mul(1_000_000_000);
+        let cutoff = now_unix_nano.saturating_sub(age_ns);
+        let mut deleted = inner.conn.execute(
+            "DELETE FROM events WHERE id IN
+             (SELECT id FROM events WHERE time_unix_nano < ?1 LIMIT ?2)",
+            params![cutoff, RETENTION_BATCH as i64],
+        )? as u64;
+        inner.events = inner.events.saturating_sub(deleted);
+        let excess = inner
+            .events
+            .saturating_sub(self.retention.max_events)
+            .min(RETENTION_BATCH - deleted);
+        if excess > 0 {
+            let n = inner.conn.execute(
+                "DELETE FROM events WHERE id IN (SELECT id FROM events ORDER BY id LIMIT ?1)",
+                params![excess as i64],
+            )? as u64;
+            inner.events = inner.events.saturating_sub(n);
+            deleted += n;
+        }
+        Ok(deleted)
+    }
+
+    /// The stored event with this id, if any.
+    pub fn get(&self, id: u64) -> Result<Option<pb::Event>, StoreError> {
+        self.read(|conn| {
+            let body: Option<Vec<u8>> = conn
+                .query_row(
+                    "SELECT body FROM events WHERE id = ?1",
+                    params![id as i64],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            body.map(|b| {
+                pb::Event::decode(b.as_slice()).map_err(|source| StoreError::Decode {
+                    id: id as i64,
+                    source,
+                })
+            })
+            .transpose()
+        })
+    }
+}
+
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// `s` with the `LIKE` wildcards escaped (escape character `\`).
+fn like_prefix(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 1);
+    for c in s.chars() {
+        if matches!(c, '%' | '_' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// SQL conditions that select a superset of what one allow filter matches (loss reports always
+/// pass). The filter evaluator has the last word.
+fn prefilter(f: &Filter, conds: &mut Vec<String>, args: &mut Vec<Value>) {
+    let mut parts = Vec::new();
+    let mut vals = Vec::new();
+    let mut list = |col: &str, values: Vec<Value>| {
+        if !values.is_empty() {
+            parts.push(format!("{col} IN ({})", marks(values.len())));
+            vals.extend(values);
+        }
+    };
+    list(
+        "kind",
+        f.kinds.iter().map(|k| Value::Integer(*k as i64)).collect(),
+    );
+    let text = |v: &[String]| v.iter().map(|s| Value::Text(s.clone())).collect();
+    list("namespace", text(&f.namespaces));
+    list("pod", text(&f.pod_names));
+    list(
+        "workload_kind",
+        f.workload_kinds
+            .iter()
+            .map(|k| Value::Integer(*k as i64))
+            .collect(),
+    );
+    list("workload", text(&f.workload_names));
+    list("cronjob", text(&f.cronjobs));
+    for (col, prefixes) in [
+        ("container_id", &f.container_ids),
+        ("binary", &f.binary_prefixes),
+    ] {
+        if !prefixes.is_empty() {
+            let ors = vec![format!("{col} LIKE ? || '%' ESCAPE '\\'"); prefixes.len()];
+            parts.push(format!("({})", ors.join(" OR ")));
+            vals.extend(prefixes.iter().map(|p| Value::Text(like_prefix(p))));
+        }
+    }
+    if !parts.is_empty() {
+        conds.push(format!(
+            "(kind = {} OR ({}))",
+            pb::EventKind::LostEvents as i32,
+            parts.join(" AND ")
+        ));
+        args.extend(vals);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn exec(seq: u64, binary: &str) -> pb::Event {
+        pb::Event {
+            node: "n1".into(),
+            time_unix_nano: seq as i64 * 10,
+            seq,
+            kind: Some(pb::event::Kind::ProcessExec(pb::ProcessExec {
+                binary: binary.into(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn insert_dedup_query_retention() {
+        let s = Store::open(
+            Path::new(":memory:"),
+            Retention {
+                max_events: 3,
+                max_age_secs: 1_000_000,
+            },
+        )
+        .expect("open");
+        let o = s
+            .insert_batch("n1", "r1", vec![exec(1, "/a_b"), exec(2, "/axb")], 5)
+            .expect("insert");
+        assert_eq!((o.ack_seq, o.stored.len(), o.duplicates), (2, 2, 0));
+        let o = s
+            .insert_batch("n1", "r1", vec![exec(2, "/axb"), exec(5, "/c")], 6)
+            .expect("insert");
+        assert_eq!((o.ack_seq, o.stored.len(), o.duplicates), (5, 1, 1));
+        let q = Query {
+            filter: crate::filter::compile(
+                &[pb::EventFilter {
+                    binary_prefixes: vec!["/a_".into()],
+                    ..Default::default()
+                }],
+                &[],
+            )
+            .expect("filter"),
+            limit: 10,
+            ..Query::default()
+        };
+        let got = s.query(&q).expect("query");
+        assert_eq!(got.len(), 1, "LIKE wildcard escaped");
+        s.insert_batch("n1", "r1", vec![exec(6, "/d")], 7)
+            .expect("insert");
+        assert_eq!(s.retention_pass(100).expect("retention"), 1);
+        assert_eq!(s.events_stored(), 3);
+        assert!(s.get(1).expect("get").is_none());
+        assert_eq!(s.sensors().expect("sensors")[0].last_seq, 6);
+    }
+}
