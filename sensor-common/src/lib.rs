@@ -190,8 +190,11 @@ pub mod counter {
     pub const EMITTED_FILE: u32 = 9;
     /// vfs_* success seen without the matching security_path_* call (internal kernel callers).
     pub const FILE_UNPAIRED: u32 = 10;
+    /// Bytes waiting in the ring buffer when this CPU last submitted a record (a gauge:
+    /// userspace takes the largest over CPUs, not the sum).
+    pub const RINGBUF_USED_BYTES: u32 = 11;
     /// Number of counters.
-    pub const COUNT: u32 = 11;
+    pub const COUNT: u32 = 12;
 
     /// Counter names, by index, as userspace exports them.
     pub const NAMES: [&str; COUNT as usize] = [
@@ -206,6 +209,7 @@ pub mod counter {
         "emitted_exit",
         "emitted_file",
         "file_unpaired",
+        "ringbuf_used_bytes",
     ];
 }
 

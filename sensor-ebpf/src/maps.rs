@@ -98,12 +98,19 @@ pub fn scratch() -> Option<&'static mut Scratch> {
 
 /// Wakes userspace only once `wakeup_bytes` wait in the ring buffer, so a burst costs one
 /// wakeup; userspace also drains on a timer. 0 keeps the kernel's default (wake every time).
+/// Also records how full the ring buffer is (`RINGBUF_USED_BYTES`).
 #[inline(always)]
 pub fn wakeup_flags(len: usize) -> u64 {
+    // BPF_RB_AVAIL_DATA = 0: bytes written but not yet consumed.
+    let used = EVENTS.query(0);
+    if let Some(p) = COUNTERS.get_ptr_mut(counter::RINGBUF_USED_BYTES) {
+        // SAFETY: per-CPU slot, only this CPU writes it while this program runs.
+        unsafe { *p = used };
+    }
     let wakeup = config().wakeup_bytes;
     if wakeup == 0 {
         0
-    } else if EVENTS.query(0) + len as u64 >= wakeup {
+    } else if used + len as u64 >= wakeup {
         BPF_RB_FORCE_WAKEUP as u64
     } else {
         BPF_RB_NO_WAKEUP as u64

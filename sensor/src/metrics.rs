@@ -91,6 +91,7 @@ const MAPPED: &[&str] = &[
     "metadata_resolved",
     "metadata_expired",
     "metadata_overflowed",
+    "kernel_ringbuf_used_bytes",
 ];
 
 /// One sample: its labels (name, value) and its value.
@@ -252,6 +253,12 @@ pub fn render(status: &pb::Status, extra: &[(&str, u64)]) -> String {
             (vec![("filter", "host")], "kernel_filtered_host"),
             (vec![("filter", "path")], "kernel_filtered_path"),
         ]),
+    );
+    out.family(
+        "jobwatch_sensor_ring_buffer_used_bytes",
+        "gauge",
+        "Bytes waiting in the kernel ring buffer when a record was last submitted.",
+        &pick(&[(vec![], "kernel_ringbuf_used_bytes")]),
     );
     out.family(
         "jobwatch_sensor_containers_tracked",

@@ -383,7 +383,12 @@ fn sum_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {
     let mut values = [0u64; counter::COUNT as usize];
     for (i, slot) in values.iter_mut().enumerate() {
         if let Ok(per_cpu) = map.get(&(i as u32), 0) {
-            *slot = per_cpu.iter().sum();
+            *slot = if i as u32 == counter::RINGBUF_USED_BYTES {
+                // A gauge: the fullest any CPU saw it.
+                per_cpu.iter().copied().max().unwrap_or(0)
+            } else {
+                per_cpu.iter().sum()
+            };
         }
     }
     KernelCounters { values }
