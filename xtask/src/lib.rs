@@ -7,6 +7,7 @@
 //!
 //! Everything here reports failures as `anyhow` errors with context; nothing panics outside tests.
 
+pub mod bench;
 pub mod ebpf;
 pub mod process;
 pub mod run;

@@ -20,8 +20,8 @@ enum Cmd {
     Setup,
     /// Set up, then build the eBPF object (the same build that sensor/build.rs runs).
     BuildEbpf,
-    /// Set up, build the sensor (release) and run it; needs root. Arguments after `--` go to the
-    /// sensor.
+    /// Set up, build (release) and run the collector and the sensor reporting to it; needs root.
+    /// Arguments after `--` go to the sensor.
     Run {
         /// Arguments for the sensor.
         #[arg(last = true)]
@@ -30,6 +30,12 @@ enum Cmd {
     /// Set up, then fmt, clippy (workspace and eBPF crate), unit tests and privileged
     /// integration tests; prints a summary and fails if any phase failed.
     Test,
+    /// Measure sensor -> collector throughput (root); results in target/bench/.
+    Bench {
+        /// One short run instead of five long ones.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> ExitCode {
@@ -61,5 +67,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Run { args } => xtask::run::run(&root, &args),
         Cmd::Test => xtask::test::run(&root),
+        Cmd::Bench { quick } => xtask::bench::run(&root, quick).map(|()| ExitCode::SUCCESS),
     }
 }

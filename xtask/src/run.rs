@@ -94,7 +94,8 @@ pub fn run(workspace_root: &Path, args: &[OsString]) -> Result<ExitCode> {
     })
 }
 
-fn build(workspace_root: &Path) -> Result<()> {
+/// Builds the release sensor, collector and CLI.
+pub fn build(workspace_root: &Path) -> Result<()> {
     let mut build = process::host_cargo(workspace_root);
     build.args(["build", "--release"]);
     for (package, bin) in [
