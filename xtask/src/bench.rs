@@ -2,7 +2,7 @@
 //!
 //! Starts the release collector (SQLite in a temporary directory) and the release sensor
 //! reporting to it, filtered in the kernel to one benchmark directory; creates files there as
-//! fast as one thread can (on tmpfs); and measures how fast the events are stored by the collector, and
+//! fast as two threads can (on tmpfs); and measures how fast the events are stored by the collector, and
 //! what was lost and where (kernel ring buffer, sensor queue, reporter buffer). Several runs;
 //! the median is reported. Results go to `target/bench/throughput.{md,json}`.
 
@@ -16,6 +16,9 @@ use std::{
 use anyhow::{Context as _, Result, bail};
 
 use crate::{process, run, setup};
+
+/// Threads creating files: one per core of the 2-core machine.
+const GENERATOR_THREADS: usize = 2;
 
 /// One run's figures.
 #[derive(Debug, Clone, Copy, Default)]
@@ -148,8 +151,22 @@ fn measure(release: &Path, dir: &Path, load: &Path, files: u64) -> Result<Sample
     let cli = release.join("jobwatch");
     let baseline = stored(&cli, &socket)?;
     let start = Instant::now();
-    for i in 0..files {
-        std::fs::File::create(load.join(format!("f{i}")))?;
+    let threads = GENERATOR_THREADS as u64;
+    let workers: Vec<_> = (0..threads)
+        .map(|t| {
+            let dir = load.join(format!("t{t}"));
+            std::thread::spawn(move || -> std::io::Result<()> {
+                std::fs::create_dir_all(&dir)?;
+                for i in 0..files / threads {
+                    std::fs::File::create(dir.join(format!("f{i}")))?;
+                }
+                Ok(())
+            })
+        })
+        .collect();
+    for w in workers {
+        w.join()
+            .map_err(|_| anyhow::anyhow!("a load thread panicked"))??;
     }
     let generate_secs = start.elapsed().as_secs_f64();
     // Done when the collector stops growing for a second (or has everything).
