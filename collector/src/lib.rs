@@ -7,7 +7,7 @@
 
 pub mod auth;
 pub mod config;
-pub mod filter;
+pub use jobwatch_proto::filter;
 pub mod hub;
 pub mod metrics;
 pub mod server;

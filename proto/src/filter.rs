@@ -4,7 +4,7 @@
 //! when any of its values does. Loss reports (`LostEvents`) always pass the allow list; only a
 //! deny filter naming their kind hides them.
 
-use jobwatch_proto::v1 as pb;
+use crate::v1 as pb;
 
 /// Most filters in an allow or deny list.
 pub const MAX_FILTERS: usize = 64;
