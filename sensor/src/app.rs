@@ -90,7 +90,14 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         tokio::spawn(serve(settings, api, api_cancel.clone()))
     });
     if let Some(path) = Some(&config.api.socket).filter(|p| !p.as_os_str().is_empty()) {
-        tracing::info!(socket = %path.display(), "API listening; watch events with: jobwatch events --follow");
+        // The server binds in its own task: say it listens once the socket is there.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(5);
+        while !path.exists() && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        if path.exists() {
+            tracing::info!(socket = %path.display(), "API listening; watch events with: jobwatch events --follow");
+        }
     }
 
     let events = std::mem::replace(&mut sensor.events, tokio::sync::mpsc::channel(1).1);

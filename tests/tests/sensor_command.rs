@@ -199,6 +199,10 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         .expect("sensor starts");
     let logs = stderr_lines(&mut sensor);
     wait_line(&logs, "API listening", Duration::from_secs(30));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !socket.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&socket)
         .expect("socket exists")
