@@ -516,26 +516,32 @@ fn detaches_on_shutdown() {
         return;
     }
     let dir = TempDir::new("detach");
+    // Only this sensor's programs count: another sensor may run on the machine.
+    let others = loaded_programs();
     let mut h = Harness::start(&Config::default());
     let before = dir.join("before");
     std::fs::write(&before, b"").expect("create");
     let _ = wait_file(&mut h, "create", &before);
-    let names = loaded_program_names();
+    let ours: Vec<(u32, String)> = loaded_programs()
+        .into_iter()
+        .filter(|p| !others.contains(p))
+        .collect();
     assert!(
-        names.iter().any(|n| n.starts_with("exit_open")),
-        "loaded: {names:?}"
+        ours.iter().any(|(_, n)| n.starts_with("exit_open")),
+        "loaded: {ours:?}"
     );
     h.stop();
-    let names = loaded_program_names();
-    assert!(
-        !names.iter().any(|n| n.starts_with("exit_open")),
-        "still loaded: {names:?}"
-    );
+    let left: Vec<(u32, String)> = loaded_programs()
+        .into_iter()
+        .filter(|p| ours.contains(p))
+        .collect();
+    assert!(left.is_empty(), "still loaded: {left:?}");
 }
 
-fn loaded_program_names() -> Vec<String> {
+/// (id, name) of every BPF program loaded in the kernel.
+fn loaded_programs() -> Vec<(u32, String)> {
     aya::programs::loaded_programs()
         .filter_map(Result::ok)
-        .filter_map(|p| p.name_as_str().map(str::to_string))
+        .map(|p| (p.id(), p.name_as_str().unwrap_or_default().to_string()))
         .collect()
 }

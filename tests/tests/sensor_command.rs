@@ -29,6 +29,16 @@ fn binary(package: &str, bin: &str) -> PathBuf {
     target.join("debug").join(bin)
 }
 
+/// A child killed when dropped, so that a failing test leaves no sensor running.
+struct Guard(Child);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 fn sensor_binary() -> PathBuf {
     binary("jobwatch-sensor", "sensor")
 }
@@ -66,13 +76,14 @@ fn readme_run_scenario_prints_exec_and_file_events() {
         return;
     }
     let bin = sensor_binary();
-    let mut sensor = Command::new(&bin)
+    let sensor = Command::new(&bin)
         .env("RUST_LOG", "info")
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .expect("sensor starts");
-    let logs = stderr_lines(&mut sensor);
+    let mut sensor = Guard(sensor);
+    let logs = stderr_lines(&mut sensor.0);
     wait_line(&logs, "sensor running", Duration::from_secs(30));
 
     let dir = TempDir::new("readme");
@@ -88,15 +99,19 @@ fn readme_run_scenario_prints_exec_and_file_events() {
     std::thread::sleep(Duration::from_millis(500));
 
     // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(sensor.id() as i32, libc::SIGTERM) }, 0);
+    assert_eq!(
+        unsafe { libc::kill(sensor.0.id() as i32, libc::SIGTERM) },
+        0
+    );
     let mut out = String::new();
     sensor
+        .0
         .stdout
         .take()
         .expect("stdout")
         .read_to_string(&mut out)
         .expect("stdout read");
-    let status = sensor.wait().expect("sensor exits");
+    let status = sensor.0.wait().expect("sensor exits");
     assert!(status.success(), "a clean exit on SIGTERM, got {status}");
     wait_line(&logs, "final counters", Duration::from_secs(5));
 
@@ -189,7 +204,7 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         ),
     )
     .expect("config");
-    let mut sensor = Command::new(&sensor_bin)
+    let sensor = Command::new(&sensor_bin)
         .arg("--config")
         .arg(&config)
         .env("RUST_LOG", "info")
@@ -197,7 +212,8 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sensor starts");
-    let logs = stderr_lines(&mut sensor);
+    let mut sensor = Guard(sensor);
+    let logs = stderr_lines(&mut sensor.0);
     wait_line(&logs, "API listening", Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() && Instant::now() < deadline {
@@ -210,7 +226,7 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         .mode();
     assert_eq!(mode & 0o777, 0o600, "the API socket is private");
 
-    let mut follow = Command::new(&cli)
+    let follow = Command::new(&cli)
         .arg("--sensor")
         .arg(&socket)
         .args([
@@ -227,13 +243,14 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("jobwatch events");
+    let mut follow = Guard(follow);
     std::thread::sleep(Duration::from_millis(500));
     let status = Command::new("sh")
         .args(["-c", "echo abc | tr a-z A-Z > /dev/null"])
         .status();
     assert!(status.expect("sh").success());
     // The follower prints the exec, then is stopped like a user's Ctrl-C.
-    let mut reader = BufReader::new(follow.stdout.take().expect("stdout"));
+    let mut reader = BufReader::new(follow.0.stdout.take().expect("stdout"));
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
         let mut line = String::new();
@@ -259,8 +276,8 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
             .is_some_and(|id| id.starts_with("node-a:"))
     );
     // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(follow.id() as i32, libc::SIGINT) }, 0);
-    assert!(follow.wait().expect("cli exits").success());
+    assert_eq!(unsafe { libc::kill(follow.0.id() as i32, libc::SIGINT) }, 0);
+    assert!(follow.0.wait().expect("cli exits").success());
 
     let out = Command::new(&cli)
         .arg("--sensor")
@@ -289,7 +306,10 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
     assert!(exec_events > 0);
 
     // SAFETY: signalling our own child.
-    assert_eq!(unsafe { libc::kill(sensor.id() as i32, libc::SIGTERM) }, 0);
-    assert!(sensor.wait().expect("sensor exits").success());
+    assert_eq!(
+        unsafe { libc::kill(sensor.0.id() as i32, libc::SIGTERM) },
+        0
+    );
+    assert!(sensor.0.wait().expect("sensor exits").success());
     assert!(!socket.exists(), "the socket is removed at shutdown");
 }
