@@ -236,5 +236,33 @@ pub fn own_cgroup(pred: impl Fn(&str) -> bool) -> Option<String> {
         pred(controllers).then(|| path.to_string())
     })
 }
+/// Builds a binary of the workspace (cargo builds test targets, not other packages'
+/// binaries) and returns its path.
+pub fn binary(package: &str, bin: &str) -> PathBuf {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let status = std::process::Command::new(cargo)
+        .args(["build", "--quiet", "-p", package, "--bin", bin])
+        .current_dir(&root)
+        .status()
+        .expect("cargo build runs");
+    assert!(status.success(), "the {bin} binary builds");
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    target.join("debug").join(bin)
+}
+
+/// A child process killed (SIGKILL) when dropped, so that a failing test leaves nothing
+/// running.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 pub mod containerd;
 pub mod image;

@@ -4,43 +4,17 @@
 
 use std::{
     io::{BufRead, BufReader},
-    path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    path::Path,
+    process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
 };
 
 use jobwatch_tests::{
-    TempDir,
+    KillOnDrop, TempDir, binary,
     containerd::{ContainerSpec, Containerd, cronjob_pod},
     privileged,
 };
-
-/// Builds a binary of the workspace and returns its path.
-fn binary(package: &str, bin: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build runs");
-    assert!(status.success(), "the {bin} binary builds");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug").join(bin)
-}
-
-/// A child process killed (SIGKILL) when dropped.
-struct Running(Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn wait_path(path: &Path, timeout: Duration) {
     let deadline = Instant::now() + timeout;
@@ -54,7 +28,7 @@ fn wait_path(path: &Path, timeout: Duration) {
     }
 }
 
-fn start_collector(bin: &Path, db: &Path, socket: &Path) -> Running {
+fn start_collector(bin: &Path, db: &Path, socket: &Path) -> KillOnDrop {
     let child = Command::new(bin)
         .arg("--db")
         .arg(db)
@@ -66,11 +40,11 @@ fn start_collector(bin: &Path, db: &Path, socket: &Path) -> Running {
         .spawn()
         .expect("collector starts");
     wait_path(socket, Duration::from_secs(20));
-    Running(child)
+    KillOnDrop(child)
 }
 
 /// Starts the sensor reporting to `collector`; returns when it runs.
-fn start_sensor(bin: &Path, dir: &Path, collector: &Path, extra: &str) -> Running {
+fn start_sensor(bin: &Path, dir: &Path, collector: &Path, extra: &str) -> KillOnDrop {
     let config = dir.join("sensor.toml");
     std::fs::write(
         &config,
@@ -108,7 +82,7 @@ fn start_sensor(bin: &Path, dir: &Path, collector: &Path, extra: &str) -> Runnin
     }
     // Keep draining its logs so it never blocks on a full pipe.
     std::thread::spawn(move || while rx.recv().is_ok() {});
-    Running(child)
+    KillOnDrop(child)
 }
 
 /// Stored events through the CLI, as JSON lines.

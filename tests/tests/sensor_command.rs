@@ -10,34 +10,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use jobwatch_tests::{TempDir, privileged};
-
-/// Builds a binary of the workspace (cargo builds test targets, not other packages'
-/// binaries) and returns its path.
-fn binary(package: &str, bin: &str) -> PathBuf {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
-    let status = Command::new(cargo)
-        .args(["build", "--quiet", "-p", package, "--bin", bin])
-        .current_dir(&root)
-        .status()
-        .expect("cargo build runs");
-    assert!(status.success(), "the {bin} binary builds");
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    target.join("debug").join(bin)
-}
-
-/// A child killed when dropped, so that a failing test leaves no sensor running.
-struct Guard(Child);
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use jobwatch_tests::{KillOnDrop, TempDir, binary, privileged};
 
 fn sensor_binary() -> PathBuf {
     binary("jobwatch-sensor", "sensor")
@@ -82,7 +55,7 @@ fn readme_run_scenario_prints_exec_and_file_events() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sensor starts");
-    let mut sensor = Guard(sensor);
+    let mut sensor = KillOnDrop(sensor);
     let logs = stderr_lines(&mut sensor.0);
     wait_line(&logs, "sensor running", Duration::from_secs(30));
 
@@ -212,7 +185,7 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("sensor starts");
-    let mut sensor = Guard(sensor);
+    let mut sensor = KillOnDrop(sensor);
     let logs = stderr_lines(&mut sensor.0);
     wait_line(&logs, "API listening", Duration::from_secs(30));
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -243,7 +216,7 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         .stderr(Stdio::piped())
         .spawn()
         .expect("jobwatch events");
-    let mut follow = Guard(follow);
+    let mut follow = KillOnDrop(follow);
     std::thread::sleep(Duration::from_millis(500));
     let status = Command::new("sh")
         .args(["-c", "echo abc | tr a-z A-Z > /dev/null"])
