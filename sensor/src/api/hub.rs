@@ -128,10 +128,16 @@ impl Hub {
             return;
         }
         let unix_ns = self.inner.clock.unix_ns(event.boot_ns);
-        let pbe = Arc::new(convert::event(&self.inner.ids, unix_ns, event, seq));
-        if let Some(sink) = &self.inner.sink {
-            sink((*pbe).clone());
-        }
+        let converted = convert::event(&self.inner.ids, unix_ns, event, seq);
+        let pbe = match (&self.inner.sink, subs.is_empty()) {
+            // Only the reporter listens (the usual case): hand it the event, no copy.
+            (Some(sink), true) => return sink(converted),
+            (Some(sink), false) => {
+                sink(converted.clone());
+                Arc::new(converted)
+            }
+            (None, _) => Arc::new(converted),
+        };
         let mut lost_now = 0u64;
         subs.retain_mut(|sub| {
             if !sub.filter.matches(&pbe) {
