@@ -13,6 +13,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status, Streaming};
 
+type AlertItem = Result<pb::Alert, Status>;
+
 use crate::{
     auth::{Access, Policy},
     filter,
@@ -171,6 +173,7 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<pb::ReportAck, Status>> + Send
 impl Collector for CollectorApi {
     type ReportStream = AckStream;
     type StreamEventsStream = TakeUntil<ReceiverStream<Item>, WaitForCancellationFutureOwned>;
+    type StreamAlertsStream = TakeUntil<ReceiverStream<AlertItem>, WaitForCancellationFutureOwned>;
 
     async fn report(
         &self,
@@ -289,5 +292,21 @@ impl Collector for CollectorApi {
                 .collect(),
             counters,
         }))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        self.check(&request, Access::Query)?;
+        Err(Status::unimplemented("alerts are not implemented yet"))
+    }
+
+    async fn stream_alerts(
+        &self,
+        request: Request<pb::StreamAlertsRequest>,
+    ) -> Result<Response<Self::StreamAlertsStream>, Status> {
+        self.check(&request, Access::Query)?;
+        Err(Status::unimplemented("alerts are not implemented yet"))
     }
 }
