@@ -69,6 +69,12 @@ pub struct Config {
     pub retention_interval_secs: u64,
     /// Address of the Prometheus endpoint, `GET /metrics` (default none).
     pub metrics_address: Option<SocketAddr>,
+    /// Run the T1053.007 detection rules (default true).
+    pub detection: bool,
+    /// A rules file layered on the shipped rules (YAML; default none: the shipped rules).
+    pub rules: Option<PathBuf>,
+    /// Also write alerts as JSON lines here (`-` for stdout; default none).
+    pub alerts_output: Option<PathBuf>,
 }
 
 impl Default for Config {
@@ -86,6 +92,9 @@ impl Default for Config {
             max_age_secs: DEFAULT_MAX_AGE_SECS,
             retention_interval_secs: DEFAULT_RETENTION_INTERVAL_SECS,
             metrics_address: None,
+            detection: true,
+            rules: None,
+            alerts_output: None,
         }
     }
 }

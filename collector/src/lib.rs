@@ -5,8 +5,10 @@
 //! Start one in-process with [`server::start`] (or [`server::run`]) and a
 //! [`config::Config`]; stop it with the cancellation token.
 
+pub mod alerts;
 pub mod auth;
 pub mod config;
+pub mod detect;
 pub use jobwatch_proto::filter;
 pub mod hub;
 pub mod metrics;

@@ -21,6 +21,16 @@ struct Args {
     /// Unix socket path (overrides `socket`).
     #[arg(long)]
     socket: Option<PathBuf>,
+    /// Rules file (YAML) layered on the shipped rules (overrides `rules`).
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Also write alerts as JSON lines to this file, `-` for stdout (overrides
+    /// `alerts_output`).
+    #[arg(long)]
+    alerts_output: Option<PathBuf>,
+    /// Check the rules (shipped, plus --rules or the config's `rules`), list them, and exit.
+    #[arg(long)]
+    check_rules: bool,
 }
 
 fn main() -> std::process::ExitCode {
@@ -50,6 +60,30 @@ fn run(args: Args) -> anyhow::Result<()> {
     }
     if let Some(socket) = args.socket {
         config.socket = socket;
+    }
+    if let Some(rules) = args.rules {
+        config.rules = Some(rules);
+    }
+    if let Some(output) = args.alerts_output {
+        config.alerts_output = Some(output);
+    }
+    if args.check_rules {
+        let set = collector::detect::rules::load(config.rules.as_deref())?;
+        for r in &set.rules {
+            println!(
+                "{} {:<8} {:<10} {}",
+                r.id,
+                r.severity.name(),
+                r.detector.name(),
+                r.title
+            );
+        }
+        println!(
+            "{} rules enabled, {} exceptions",
+            set.rules.len(),
+            set.exceptions.len()
+        );
+        return Ok(());
     }
     let runtime = tokio::runtime::Runtime::new().context("starting the async runtime")?;
     runtime.block_on(async move {

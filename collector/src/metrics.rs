@@ -65,6 +65,8 @@ pub struct Gauges {
     pub slow_subscriber_lost: u64,
     /// The last report of each sensor.
     pub sensors: Vec<SensorRow>,
+    /// Detection counters and table sizes, by name.
+    pub detection: Vec<(String, u64)>,
 }
 
 fn escape(v: &str) -> String {
@@ -107,6 +109,16 @@ pub fn render(counters: &Counters, gauges: &Gauges) -> String {
             escape(&s.sensor),
             s.last_seen_unix_nano / 1_000_000_000
         );
+    }
+    for (name, value) in &gauges.detection {
+        // Table sizes are gauges; everything else counts.
+        let (suffix, kind) = if name.starts_with("detection_") || name == "rules_enabled" {
+            ("", "gauge")
+        } else {
+            ("_total", "counter")
+        };
+        let _ = writeln!(out, "# TYPE jobwatch_collector_{name}{suffix} {kind}");
+        let _ = writeln!(out, "jobwatch_collector_{name}{suffix} {value}");
     }
     out
 }

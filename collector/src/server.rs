@@ -17,8 +17,10 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig, server::TcpIncoming};
 
 use crate::{
+    alerts::{Detection, DetectionError},
     auth::{Policy, Token, TokenError},
     config::{Config, ConfigError},
+    detect::rules::{self, RulesError},
     hub::{Hub, SUBSCRIBER_QUEUE},
     metrics::{self, Counters},
     service::{CollectorApi, Shared, now_unix_nano},
@@ -40,6 +42,12 @@ pub enum ServerError {
     /// The token file could not be read.
     #[error(transparent)]
     Token(#[from] TokenError),
+    /// The rules file is not usable.
+    #[error("rules: {0}")]
+    Rules(#[from] RulesError),
+    /// Detection could not be set up.
+    #[error(transparent)]
+    Detection(#[from] DetectionError),
     /// The socket's directory could not be created.
     #[error("creating the socket directory {path}: {source}")]
     CreateDir {
@@ -149,21 +157,45 @@ pub async fn run(config: Config, cancel: CancellationToken) -> Result<(), Server
 pub async fn start(config: Config, cancel: CancellationToken) -> Result<Running, ServerError> {
     config.validate()?;
     let token = config.token_file.as_deref().map(Token::read).transpose()?;
+    let rules = if config.detection {
+        Some(rules::load(config.rules.as_deref())?)
+    } else {
+        None
+    };
     let retention = Retention {
         max_events: config.max_events,
         max_age_secs: config.max_age_secs,
     };
     let db = config.db_path.clone();
-    let store = tokio::task::spawn_blocking(move || Store::open(&db, retention))
-        .await
-        .map_err(|source| ServerError::Task {
-            what: "store open",
-            source,
-        })??;
+    let store = Arc::new(
+        tokio::task::spawn_blocking(move || Store::open(&db, retention))
+            .await
+            .map_err(|source| ServerError::Task {
+                what: "store open",
+                source,
+            })??,
+    );
+    let detection = match rules {
+        Some(rules) => {
+            let store = store.clone();
+            let output = config.alerts_output.clone();
+            let d = tokio::task::spawn_blocking(move || {
+                Detection::new(rules, &store, output.as_deref())
+            })
+            .await
+            .map_err(|source| ServerError::Task {
+                what: "detection setup",
+                source,
+            })??;
+            Some(Arc::new(d))
+        }
+        None => None,
+    };
     let shared = Arc::new(Shared {
-        store: Arc::new(store),
+        store,
         hub: Hub::new(SUBSCRIBER_QUEUE),
         counters: Counters::default(),
+        detection,
     });
 
     let tcp = match config.listen_address {

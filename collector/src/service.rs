@@ -13,14 +13,13 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 use tonic::{Request, Response, Status, Streaming};
 
-type AlertItem = Result<pb::Alert, Status>;
-
 use crate::{
+    alerts::{self, Detection},
     auth::{Access, Policy},
     filter,
     hub::{Hub, Item},
     metrics::{Counters, Gauges},
-    store::{DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, Query, Store, StoreError},
+    store::{AlertQuery, DEFAULT_QUERY_LIMIT, MAX_QUERY_LIMIT, Query, Store, StoreError},
     validate,
 };
 
@@ -33,6 +32,8 @@ pub struct Shared {
     pub hub: Hub,
     /// Counters.
     pub counters: Counters,
+    /// The detection rules, their alerts and subscribers (None when detection is off).
+    pub detection: Option<Arc<Detection>>,
 }
 
 impl Shared {
@@ -43,6 +44,11 @@ impl Shared {
             subscribers: self.hub.subscribers() as u64,
             slow_subscriber_lost: self.hub.slow_subscriber_lost(),
             sensors: self.store.sensors().unwrap_or_default(),
+            detection: self
+                .detection
+                .as_ref()
+                .map(|d| d.counters())
+                .unwrap_or_default(),
         }
     }
 }
@@ -145,7 +151,17 @@ async fn report_loop(
             events,
         } = batch;
         let rid = run_id.clone();
-        let outcome = blocking(move || store.insert_batch(&name, &rid, events, now_unix_nano()));
+        let detection = shared.detection.clone();
+        let outcome = blocking(move || {
+            let outcome = store.insert_batch(&name, &rid, events, now_unix_nano())?;
+            if let Some(d) = detection {
+                // The events are stored: a failure here loses alerts, not events.
+                if let Err(e) = d.process(&store, &outcome.stored, now_unix_nano()) {
+                    tracing::error!(error = %e, "detection failed on a batch");
+                }
+            }
+            Ok(outcome)
+        });
         let outcome = match outcome.await {
             Ok(o) => o,
             Err(status) => {
@@ -173,7 +189,8 @@ type AckStream = Pin<Box<dyn Stream<Item = Result<pb::ReportAck, Status>> + Send
 impl Collector for CollectorApi {
     type ReportStream = AckStream;
     type StreamEventsStream = TakeUntil<ReceiverStream<Item>, WaitForCancellationFutureOwned>;
-    type StreamAlertsStream = TakeUntil<ReceiverStream<AlertItem>, WaitForCancellationFutureOwned>;
+    type StreamAlertsStream =
+        TakeUntil<ReceiverStream<alerts::AlertItem>, WaitForCancellationFutureOwned>;
 
     async fn report(
         &self,
@@ -276,6 +293,12 @@ impl Collector for CollectorApi {
             name: "slow_subscriber_lost".into(),
             value: gauges.slow_subscriber_lost,
         });
+        counters.extend(
+            gauges
+                .detection
+                .into_iter()
+                .map(|(name, value)| pb::Counter { name, value }),
+        );
         Ok(Response::new(pb::CollectorStatus {
             version: env!("CARGO_PKG_VERSION").into(),
             events_stored,
@@ -299,7 +322,32 @@ impl Collector for CollectorApi {
         request: Request<pb::ListAlertsRequest>,
     ) -> Result<Response<pb::ListAlertsResponse>, Status> {
         self.check(&request, Access::Query)?;
-        Err(Status::unimplemented("alerts are not implemented yet"))
+        let r = request.into_inner();
+        let filter = r.filter.unwrap_or_default();
+        alerts::check_filter(&filter).map_err(Status::invalid_argument)?;
+        if r.since_unix_nano != 0 && r.until_unix_nano != 0 && r.since_unix_nano > r.until_unix_nano
+        {
+            return Err(Status::invalid_argument(
+                "since_unix_nano is after until_unix_nano",
+            ));
+        }
+        let q = AlertQuery {
+            min_severity: filter.min_severity,
+            rules: filter.rules,
+            namespaces: filter.namespaces,
+            cronjobs: filter.cronjobs,
+            nodes: filter.nodes,
+            since_unix_nano: r.since_unix_nano,
+            until_unix_nano: r.until_unix_nano,
+            limit: match r.limit {
+                0 => DEFAULT_QUERY_LIMIT,
+                n => (n as usize).min(MAX_QUERY_LIMIT),
+            },
+            after_id: r.after_id,
+        };
+        let store = self.shared.store.clone();
+        let alerts = blocking(move || store.alerts(&q)).await?;
+        Ok(Response::new(pb::ListAlertsResponse { alerts }))
     }
 
     async fn stream_alerts(
@@ -307,6 +355,16 @@ impl Collector for CollectorApi {
         request: Request<pb::StreamAlertsRequest>,
     ) -> Result<Response<Self::StreamAlertsStream>, Status> {
         self.check(&request, Access::Query)?;
-        Err(Status::unimplemented("alerts are not implemented yet"))
+        let filter = request.into_inner().filter.unwrap_or_default();
+        alerts::check_filter(&filter).map_err(Status::invalid_argument)?;
+        let Some(detection) = &self.shared.detection else {
+            return Err(Status::failed_precondition(
+                "detection is off in this collector's configuration",
+            ));
+        };
+        let rx = detection.subscribe(filter);
+        Ok(Response::new(
+            ReceiverStream::new(rx).take_until(self.cancel.clone().cancelled_owned()),
+        ))
     }
 }

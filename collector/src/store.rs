@@ -18,6 +18,9 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 
 use crate::filter::{Compiled, Facts, Filter};
 
+mod alerts;
+pub use alerts::AlertQuery;
+
 /// Default number of events kept.
 pub const DEFAULT_MAX_EVENTS: u64 = 10_000_000;
 /// Default age of the oldest event kept, seconds (7 days).
@@ -195,6 +198,7 @@ impl Store {
         conn.execute_batch("PRAGMA synchronous=NORMAL;")
             .map_err(open_err)?;
         conn.execute_batch(SCHEMA).map_err(open_err)?;
+        conn.execute_batch(alerts::SCHEMA).map_err(open_err)?;
         let runs = {
             let mut stmt = conn
                 .prepare("SELECT run_id, last_seq FROM sensors")
