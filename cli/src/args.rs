@@ -1,14 +1,17 @@
-//! The command line, and how the event filter flags become a `GetEventsRequest`.
+//! The command line, and how the event filter flags become a `GetEventsRequest` (and the alert
+//! filter flags an `AlertFilter`).
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use jobwatch_proto::v1 as pb;
 
+use crate::error::UsageError;
+
 /// The sensor's default Unix socket.
 pub const DEFAULT_SOCKET: &str = "/run/jobwatch/sensor.sock";
 
-/// Events, containers and status from a jobwatch sensor.
+/// Events, containers and status from a jobwatch sensor or collector, and the collector's alerts.
 #[derive(Debug, Parser)]
 #[command(name = "jobwatch", version)]
 pub struct Cli {
@@ -25,7 +28,7 @@ pub struct Target {
     #[arg(long, global = true, value_name = "PATH", conflicts_with = "address")]
     pub sensor: Option<PathBuf>,
     /// Ask a collector (its Unix socket) instead of a sensor: events of every node, with their
-    /// history (`events` without --follow queries what is stored).
+    /// history (`events` without --follow queries what is stored), and alerts.
     #[arg(long, global = true, value_name = "PATH", conflicts_with_all = ["sensor", "address"])]
     pub collector: Option<PathBuf>,
     /// A sensor over TCP with TLS, as https://HOST:PORT (needs --ca).
@@ -66,6 +69,51 @@ pub enum Command {
         #[arg(short, long, value_enum, default_value_t = StatusFormat::Text)]
         output: StatusFormat,
     },
+    /// Alerts of the collector's detection rules (needs --collector).
+    ///
+    /// Stored alerts, oldest first, or with --follow new ones as they are raised.
+    Alerts(Box<AlertsArgs>),
+}
+
+/// The alert flags. Flags of different kinds must all match; values of one flag are
+/// alternatives (`--rule A --rule B --namespace n`: alerts of rule A or B in namespace n).
+#[derive(Debug, Args, Default)]
+pub struct AlertsArgs {
+    /// Stream alerts as they are raised until interrupted (Ctrl-C).
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Most stored alerts to print, oldest first.
+    #[arg(
+        long,
+        default_value_t = 1000,
+        value_parser = clap::value_parser!(u32).range(1..),
+        conflicts_with = "follow"
+    )]
+    pub limit: u32,
+    #[arg(short, long, value_enum, default_value_t = AlertFormat::Compact)]
+    pub output: AlertFormat,
+    /// Only alerts of this severity or a higher one.
+    #[arg(long, value_enum, value_name = "LEVEL")]
+    pub severity: Option<Severity>,
+    /// Only alerts of this rule (e.g. JW-T1053.007-004).
+    #[arg(long, value_name = "ID", value_parser = non_empty())]
+    pub rule: Vec<String>,
+    /// Only alerts from pods in this namespace.
+    #[arg(long, value_name = "NS", value_parser = non_empty())]
+    pub namespace: Vec<String>,
+    /// Only alerts from the runs of this CronJob.
+    #[arg(long, value_name = "NAME", value_parser = non_empty())]
+    pub cronjob: Vec<String>,
+    /// Only alerts from this node.
+    #[arg(long, value_name = "NODE", value_parser = non_empty())]
+    pub node: Vec<String>,
+    /// Only alerts at or after this time: RFC 3339 (2026-11-27T06:40:00Z), a UTC date
+    /// (2026-11-27), `now`, or a time ago (90s, 10m, 2h, 7d).
+    #[arg(long, value_name = "TIME", value_parser = crate::time::parse_time, conflicts_with = "follow")]
+    pub since: Option<i64>,
+    /// Only alerts at or before this time (same forms as --since).
+    #[arg(long, value_name = "TIME", value_parser = crate::time::parse_time, conflicts_with = "follow")]
+    pub until: Option<i64>,
 }
 
 /// The filter flags. Allow flags of different kinds must all match (`--namespace a --kind
@@ -128,6 +176,37 @@ pub enum EventFormat {
     /// One readable line per event.
     #[default]
     Compact,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum AlertFormat {
+    /// One JSON object per line.
+    Json,
+    /// One readable line per alert.
+    #[default]
+    Compact,
+}
+
+/// The minimum severity of `alerts --severity`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl From<Severity> for pb::Severity {
+    fn from(severity: Severity) -> Self {
+        match severity {
+            Severity::Info => Self::Info,
+            Severity::Low => Self::Low,
+            Severity::Medium => Self::Medium,
+            Severity::High => Self::High,
+            Severity::Critical => Self::Critical,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -240,6 +319,45 @@ impl EventsArgs {
         pb::GetEventsRequest {
             allow_list: if allow == empty { vec![] } else { vec![allow] },
             deny_list: deny.into_iter().filter(|f| *f != empty).collect(),
+        }
+    }
+}
+
+impl AlertsArgs {
+    /// The filter the flags ask for (every field empty: all alerts).
+    pub fn filter(&self) -> pb::AlertFilter {
+        pb::AlertFilter {
+            min_severity: self
+                .severity
+                .map_or(pb::Severity::Unspecified, pb::Severity::from)
+                as i32,
+            rules: self.rule.clone(),
+            namespaces: self.namespace.clone(),
+            cronjobs: self.cronjob.clone(),
+            nodes: self.node.clone(),
+        }
+    }
+
+    /// Usage problems clap cannot see: a time range that ends before it starts.
+    pub fn check(&self) -> Result<(), UsageError> {
+        match (self.since, self.until) {
+            (Some(since), Some(until)) if since > until => Err(UsageError(format!(
+                "--since ({}) is after --until ({})",
+                crate::time::rfc3339_millis(since),
+                crate::time::rfc3339_millis(until)
+            ))),
+            _ => Ok(()),
+        }
+    }
+
+    /// One page of stored alerts: at most `limit`, after the alert `after_id`.
+    pub fn list_request(&self, after_id: u64, limit: u32) -> pb::ListAlertsRequest {
+        pb::ListAlertsRequest {
+            filter: Some(self.filter()),
+            since_unix_nano: self.since.unwrap_or(0),
+            until_unix_nano: self.until.unwrap_or(0),
+            limit,
+            after_id,
         }
     }
 }
@@ -413,6 +531,153 @@ mod tests {
         ] {
             assert!(Cli::try_parse_from(args).is_err(), "{args:?} parsed");
         }
+    }
+
+    fn alerts(args: &[&str]) -> AlertsArgs {
+        let cli = Cli::try_parse_from([&["jobwatch", "alerts"], args].concat())
+            .unwrap_or_else(|e| panic!("{e}"));
+        match cli.command {
+            Command::Alerts(alerts) => *alerts,
+            other => panic!("not alerts: {other:?}"),
+        }
+    }
+
+    fn alerts_error(args: &[&str]) -> String {
+        match Cli::try_parse_from([&["jobwatch", "alerts"], args].concat()) {
+            Ok(cli) => panic!("{args:?} parsed: {cli:?}"),
+            Err(e) => {
+                assert_eq!(e.exit_code(), 2, "{args:?}: {e}");
+                e.to_string()
+            }
+        }
+    }
+
+    #[test]
+    fn alerts_without_flags_ask_for_everything() {
+        let a = alerts(&[]);
+        assert!(!a.follow);
+        assert_eq!(a.limit, 1000);
+        assert_eq!(a.output, AlertFormat::Compact);
+        assert_eq!(
+            a.list_request(0, 1000),
+            pb::ListAlertsRequest {
+                filter: Some(pb::AlertFilter::default()),
+                since_unix_nano: 0,
+                until_unix_nano: 0,
+                limit: 1000,
+                after_id: 0,
+            }
+        );
+        assert_eq!(a.check(), Ok(()));
+    }
+
+    #[test]
+    fn alert_flags_make_the_filter_and_the_range() {
+        let a = alerts(&[
+            "--severity",
+            "medium",
+            "--rule",
+            "JW-T1053.007-004",
+            "--rule",
+            "JW-T1053.007-002",
+            "--namespace",
+            "jobs",
+            "--cronjob",
+            "nightly",
+            "--cronjob",
+            "backup",
+            "--node",
+            "node1",
+            "--since",
+            "2026-11-27T06:00:00Z",
+            "--until",
+            "2026-11-27T07:00:00.250+01:00",
+            "--limit",
+            "50",
+            "-o",
+            "json",
+        ]);
+        assert_eq!(a.output, AlertFormat::Json);
+        assert_eq!(
+            a.list_request(7, 50),
+            pb::ListAlertsRequest {
+                filter: Some(pb::AlertFilter {
+                    min_severity: pb::Severity::Medium as i32,
+                    rules: vec!["JW-T1053.007-004".into(), "JW-T1053.007-002".into()],
+                    namespaces: vec!["jobs".into()],
+                    cronjobs: vec!["nightly".into(), "backup".into()],
+                    nodes: vec!["node1".into()],
+                }),
+                since_unix_nano: 1_795_759_200_000_000_000,
+                until_unix_nano: 1_795_759_200_250_000_000,
+                limit: 50,
+                after_id: 7,
+            }
+        );
+        assert_eq!(a.check(), Ok(()));
+    }
+
+    #[test]
+    fn every_severity_maps() {
+        let expected = [
+            ("info", pb::Severity::Info),
+            ("low", pb::Severity::Low),
+            ("medium", pb::Severity::Medium),
+            ("high", pb::Severity::High),
+            ("critical", pb::Severity::Critical),
+        ];
+        for (flag, severity) in expected {
+            let filter = alerts(&["--follow", "--severity", flag]).filter();
+            assert_eq!(filter.min_severity, severity as i32, "{flag}");
+        }
+    }
+
+    #[test]
+    fn bad_severity_is_a_clear_error() {
+        let e = alerts_error(&["--severity", "severe"]);
+        assert!(
+            e.contains("invalid value 'severe' for '--severity <LEVEL>'"),
+            "{e}"
+        );
+        assert!(
+            e.contains("[possible values: info, low, medium, high, critical]"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn bad_alert_flags_are_rejected() {
+        let e = alerts_error(&["--since", "yesterday"]);
+        assert!(
+            e.contains("invalid value 'yesterday' for '--since <TIME>'"),
+            "{e}"
+        );
+        assert!(e.contains("RFC 3339"), "{e}");
+        let e = alerts_error(&["--until", "2026-02-30"]);
+        assert!(e.contains("not a valid date"), "{e}");
+        let e = alerts_error(&["--follow", "--since", "10m"]);
+        assert!(e.contains("cannot be used with"), "{e}");
+        let e = alerts_error(&["--follow", "--limit", "5"]);
+        assert!(e.contains("cannot be used with"), "{e}");
+        alerts_error(&["--limit", "0"]);
+        alerts_error(&["--rule", ""]);
+        alerts_error(&["--node", ""]);
+        alerts_error(&["-o", "table"]);
+        alerts_error(&["--kind", "exec"]);
+    }
+
+    #[test]
+    fn a_range_that_ends_before_it_starts_is_a_usage_error() {
+        let a = alerts(&["--since", "2026-11-27T07:00:00Z", "--until", "2026-11-27"]);
+        assert_eq!(
+            a.check().map_err(|e| e.0),
+            Err(
+                "--since (2026-11-27T07:00:00.000Z) is after --until (2026-11-27T00:00:00.000Z)"
+                    .to_string()
+            )
+        );
+        let same = alerts(&["--since", "2026-11-27", "--until", "2026-11-27"]);
+        assert_eq!(same.check(), Ok(()));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The commands against a collector: stored events (with their history), a live stream of
-//! every node's events, containers of every node, and the collector's status.
+//! every node's events, containers of every node, the collector's status, and the alerts of
+//! its detection rules (stored, or live).
 
 use std::path::PathBuf;
 
@@ -8,15 +9,21 @@ use jobwatch_proto::v1 as pb;
 use serde_json::json;
 use tokio::signal::unix::{SignalKind, signal};
 
-use crate::args::{Command, EventFormat, EventsArgs, StatusFormat, TableFormat};
+use crate::args::{
+    AlertFormat, AlertsArgs, Command, EventFormat, EventsArgs, StatusFormat, TableFormat,
+};
 use crate::commands::{print, print_line};
-use crate::error::grpc;
 use crate::{compact, connect, json, table};
 
 type Client = pb::collector_client::CollectorClient<tonic::transport::Channel>;
 
-/// Most events one query page asks for.
+/// Most events (or alerts) one query page asks for.
 const PAGE: u32 = 1000;
+
+/// A gRPC error from the collector, as `code: message`.
+fn grpc(status: &tonic::Status) -> anyhow::Error {
+    crate::error::grpc_from("the collector", status)
+}
 
 pub async fn run(socket: PathBuf, command: Command) -> Result<()> {
     let channel = connect::connect_socket(socket, "the collector").await?;
@@ -24,6 +31,8 @@ pub async fn run(socket: PathBuf, command: Command) -> Result<()> {
     match command {
         Command::Events(events) if events.follow => stream(&mut client, &events).await,
         Command::Events(events) => query(&mut client, &events).await,
+        Command::Alerts(alerts) if alerts.follow => stream_alerts(&mut client, &alerts).await,
+        Command::Alerts(alerts) => list_alerts(&mut client, &alerts).await,
         Command::Containers { output, all } => {
             let containers = containers(&mut client, all).await?;
             match output {
@@ -128,6 +137,68 @@ async fn stream(client: &mut Client, events: &EventsArgs) -> Result<()> {
                     }
                 }
                 None => return Ok(()),
+            },
+        }
+    }
+}
+
+fn render_alert(alert: &pb::Alert, format: AlertFormat) -> String {
+    match format {
+        AlertFormat::Compact => compact::alert_line(alert),
+        AlertFormat::Json => json::alert_json(alert).to_string(),
+    }
+}
+
+/// Stored alerts matching the filters, oldest first, page by page up to `--limit`.
+async fn list_alerts(client: &mut Client, alerts: &AlertsArgs) -> Result<()> {
+    let mut after_id = 0;
+    let mut left = alerts.limit;
+    while left > 0 {
+        let page = client
+            .list_alerts(alerts.list_request(after_id, left.min(PAGE)))
+            .await
+            .map_err(|s| grpc(&s))?
+            .into_inner()
+            .alerts;
+        let Some(last) = page.last() else { break };
+        // Ids increase; one that does not would make the next page ask for this one again.
+        let advanced = last.id > after_id;
+        after_id = last.id;
+        // Never more than asked for, even from a collector that sends a longer page.
+        let shown = page.len().min(left as usize);
+        left -= shown as u32;
+        for alert in &page[..shown] {
+            print_line(&render_alert(alert, alerts.output))?;
+        }
+        if !advanced {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// New alerts as the collector raises them, until Ctrl-C or SIGTERM (exit 0).
+async fn stream_alerts(client: &mut Client, alerts: &AlertsArgs) -> Result<()> {
+    // Registered before the first alert is printed, so an early Ctrl-C is never missed.
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut stream = client
+        .stream_alerts(pb::StreamAlertsRequest {
+            filter: Some(alerts.filter()),
+        })
+        .await
+        .map_err(|s| grpc(&s))?
+        .into_inner();
+    loop {
+        tokio::select! {
+            _ = interrupt.recv() => return Ok(()),
+            _ = terminate.recv() => return Ok(()),
+            message = stream.message() => match message.map_err(|s| grpc(&s))? {
+                Some(alert) => print_line(&render_alert(&alert, alerts.output))?,
+                None => {
+                    eprintln!("jobwatch: the collector ended the alert stream");
+                    return Ok(());
+                }
             },
         }
     }

@@ -11,10 +11,16 @@ use crate::error::{UsageError, grpc};
 use crate::{compact, connect, json, table};
 
 pub async fn run(cli: Cli) -> Result<()> {
+    // Usage problems first: they must not depend on whether a sensor or collector is reachable.
+    if let Command::Alerts(alerts) = &cli.command {
+        if cli.target.collector.is_none() {
+            return Err(alerts_need_a_collector().into());
+        }
+        alerts.check()?;
+    }
     if let Some(socket) = &cli.target.collector {
         return crate::collector::run(socket.clone(), cli.command).await;
     }
-    // Usage problems first: they must not depend on whether a sensor is reachable.
     if let Command::Events(events) = &cli.command
         && !events.follow
     {
@@ -74,7 +80,17 @@ pub async fn run(cli: Cli) -> Result<()> {
                 StatusFormat::Json => print_line(&json::status_json(&status).to_string()),
             }
         }
+        // Refused above, before connecting; kept so that the match stays exhaustive.
+        Command::Alerts(_) => Err(alerts_need_a_collector().into()),
     }
+}
+
+fn alerts_need_a_collector() -> UsageError {
+    UsageError(
+        "alerts come from the collector, which runs the detection rules; a sensor raises none: \
+         use `jobwatch --collector /run/jobwatch/collector.sock alerts`"
+            .to_string(),
+    )
 }
 
 /// Streams events until the sensor ends the stream, or Ctrl-C or SIGTERM (all exit 0).

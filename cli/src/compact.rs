@@ -4,6 +4,12 @@
 //! 2026-11-27T03:45:10.512Z node1 EXEC   nightly/backup(cronjob) job=backup-29000000 pod=backup-29000000-hqzd7 ctr=dump[7115930a] pid=9001 uid=0 /bin/busybox /bin/ls /tmp
 //! ```
 //!
+//! and one line per alert (the acting process, then the alert's message, always quoted):
+//!
+//! ```text
+//! 2026-11-27T06:40:01.123Z HIGH     JW-T1053.007-004 node1 jobs/nightly(cronjob) job=nightly-29000000 pod=nightly-29000000-abcde ctr=main[7115930a] image=busybox:1 pid=123 uid=0 /tmp/x.sh /tmp/x.sh "drift: executed /tmp/x.sh created after the container started"
+//! ```
+//!
 //! Every value that could break the line or the columns (spaces, quotes, control characters,
 //! empty strings) is quoted and escaped, so one event is always exactly one line.
 
@@ -44,6 +50,88 @@ pub fn event_line(event: &pb::Event) -> String {
         time::rfc3339_millis(event.time_unix_nano),
         word(&event.node)
     )
+}
+
+/// One line (without the newline) for `alert`: time, severity, rule id, node, where it
+/// happened (namespace/CronJob, Job, pod, container, image), the acting process and the
+/// message.
+pub fn alert_line(alert: &pb::Alert) -> String {
+    let severity = names::text(&names::severity(alert.severity)).to_ascii_uppercase();
+    let rule = match alert.rule.as_ref().map(|r| r.id.as_str()) {
+        Some(id) if !id.is_empty() => word(id),
+        _ => "-".to_string(),
+    };
+    let mut parts = vec![
+        time::rfc3339_millis(alert.time_unix_nano),
+        format!("{severity:<8}"),
+        rule,
+        word(&alert.node),
+        alert_who(alert),
+    ];
+    if !alert.image.is_empty() {
+        parts.push(format!("image={}", word(&alert.image)));
+    }
+    match alert.ancestry.first() {
+        Some(p) => {
+            parts.push(format!("pid={} uid={}", p.pid, p.uid));
+            parts.push(word(&p.binary));
+            parts.extend(p.args.iter().map(|a| word(a)));
+            if p.partial {
+                parts.push("[partial]".to_string());
+            }
+        }
+        None => parts.push("pid=?".to_string()),
+    }
+    parts.push(format!("{:?}", alert.message));
+    parts.join(" ")
+}
+
+/// The "who" of an alert, from its attribution chain, in the form of the event lines:
+/// `namespace/cronjob(cronjob) job=.. pod=.. ctr=name[id]`; the CronJob comes first whenever
+/// there is one. `host` when the alert names no pod and no container.
+fn alert_who(a: &pb::Alert) -> String {
+    let has_container = !a.container_id.is_empty() || !a.container_name.is_empty();
+    let mut parts = Vec::new();
+    if !a.pod.is_empty() || !a.namespace.is_empty() {
+        let workload = a.workload.as_ref();
+        let (owner, kind) = if !a.cronjob.is_empty() {
+            let inferred = workload
+                .and_then(|w| w.cronjob.as_ref())
+                .is_some_and(|c| c.inferred);
+            let mark = if inferred { "?" } else { "" };
+            (a.cronjob.as_str(), format!("cronjob{mark}"))
+        } else if let Some(w) = workload.filter(|w| !w.name.is_empty()) {
+            (w.name.as_str(), names::workload_kind_compact(w.kind))
+        } else if !a.job.is_empty() {
+            (a.job.as_str(), "job".to_string())
+        } else {
+            (a.pod.as_str(), "pod".to_string())
+        };
+        parts.push(format!("{}/{}({kind})", word(&a.namespace), word(owner)));
+        let job_is_the_owner = kind == "job" && owner == a.job;
+        if !a.job.is_empty() && !job_is_the_owner {
+            parts.push(format!("job={}", word(&a.job)));
+        }
+        parts.push(format!("pod={}", word(&a.pod)));
+    } else if has_container {
+        parts.push("-".to_string());
+    } else {
+        return "host".to_string();
+    }
+    if has_container {
+        let name = if a.container_name.is_empty() {
+            String::new()
+        } else {
+            word(&a.container_name)
+        };
+        let id = if a.container_id.is_empty() {
+            String::new()
+        } else {
+            format!("[{}]", word(short_id(&a.container_id)))
+        };
+        parts.push(format!("ctr={name}{id}"));
+    }
+    parts.join(" ")
 }
 
 /// `s` as it is when it is a plain word, else quoted with Rust's escapes.

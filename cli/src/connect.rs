@@ -43,7 +43,7 @@ pub async fn connect_socket(path: PathBuf, what: &str) -> Result<Channel> {
     endpoint
         .connect_with_connector(connector)
         .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to {what} at {shown}: {}", cause(&e)))
+        .map_err(|e| anyhow::anyhow!("cannot connect to {what} at {shown}: {}", cause(&e, what)))
 }
 
 async fn connect_tls(target: &Target, address: &str) -> Result<Channel> {
@@ -68,10 +68,12 @@ async fn connect_tls(target: &Target, address: &str) -> Result<Channel> {
         .connect_timeout(CONNECT_TIMEOUT)
         .tls_config(tls)
         .with_context(|| format!("cannot set up TLS for {address}"))?;
-    endpoint
-        .connect()
-        .await
-        .map_err(|e| anyhow::anyhow!("cannot connect to the sensor at {address}: {}", cause(&e)))
+    endpoint.connect().await.map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the sensor at {address}: {}",
+            cause(&e, "the sensor")
+        )
+    })
 }
 
 fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
@@ -84,8 +86,9 @@ fn read(path: &Path, what: &str) -> Result<Vec<u8>> {
     })
 }
 
-/// The innermost cause of a connection error, with a hint when the sensor seems absent.
-fn cause(error: &tonic::transport::Error) -> String {
+/// The innermost cause of a connection error, with a hint when `what` ("the sensor", "the
+/// collector") seems absent.
+fn cause(error: &tonic::transport::Error, what: &str) -> String {
     let mut innermost: &dyn std::error::Error = error;
     while let Some(source) = innermost.source() {
         innermost = source;
@@ -102,12 +105,12 @@ fn cause(error: &tonic::transport::Error) -> String {
         Some(io) => {
             let hint = match io.kind() {
                 std::io::ErrorKind::NotFound | std::io::ErrorKind::ConnectionRefused => {
-                    " (is the sensor running?)"
+                    format!(" (is {what} running?)")
                 }
                 std::io::ErrorKind::PermissionDenied => {
-                    " (is this user allowed to use the socket?)"
+                    " (is this user allowed to use the socket?)".to_string()
                 }
-                _ => "",
+                _ => String::new(),
             };
             format!("{}{hint}", io_message(io))
         }

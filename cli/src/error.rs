@@ -4,7 +4,7 @@ use std::fmt;
 use std::process::ExitCode;
 
 /// The command line asked for something that cannot be done (exit code 2).
-#[derive(Debug)]
+#[derive(Debug, PartialEq, Eq)]
 pub struct UsageError(pub String);
 
 impl fmt::Display for UsageError {
@@ -17,12 +17,17 @@ impl std::error::Error for UsageError {}
 
 /// A gRPC error from the sensor, as `code: message`.
 pub fn grpc(status: &tonic::Status) -> anyhow::Error {
+    grpc_from("the sensor", status)
+}
+
+/// A gRPC error from `peer` ("the sensor", "the collector"), as `code: message`.
+pub fn grpc_from(peer: &str, status: &tonic::Status) -> anyhow::Error {
     let message = if status.message().is_empty() {
         status.code().description()
     } else {
         status.message()
     };
-    anyhow::anyhow!("the sensor answered {:?}: {message}", status.code())
+    anyhow::anyhow!("{peer} answered {:?}: {message}", status.code())
 }
 
 /// The message of an I/O error without its " (os error N)" suffix.

@@ -214,6 +214,61 @@ pub fn container_json(c: &pb::Container) -> Value {
     })
 }
 
+/// An event as the collector stored it: its collector id and the event.
+pub fn stored_event_json(stored: &pb::StoredEvent) -> Value {
+    json!({
+        "id": stored.id,
+        "event": opt(stored.event.as_ref(), event_json),
+    })
+}
+
+fn rule(r: &pb::RuleRef) -> Value {
+    json!({
+        "id": r.id,
+        "title": r.title,
+        "description": r.description,
+        "technique": r.technique,
+        "data_sources": r.data_sources,
+        "mitigations": r.mitigations,
+    })
+}
+
+fn alert_process(p: &pb::AlertProcess) -> Value {
+    json!({
+        "exec_id": p.exec_id,
+        "pid": p.pid,
+        "binary": p.binary,
+        "args": p.args,
+        "uid": p.uid,
+        "partial": p.partial,
+    })
+}
+
+/// One alert, every field: the rule, the attribution chain, the ancestry (acting process
+/// first), the evidence events (each as [`stored_event_json`]) and the rule's details (keys
+/// sorted).
+pub fn alert_json(a: &pb::Alert) -> Value {
+    json!({
+        "id": a.id,
+        "time_unix_nano": a.time_unix_nano,
+        "rule": opt(a.rule.as_ref(), rule),
+        "severity": names::severity(a.severity),
+        "message": a.message,
+        "node": a.node,
+        "namespace": a.namespace,
+        "cronjob": a.cronjob,
+        "job": a.job,
+        "pod": a.pod,
+        "container_id": a.container_id,
+        "container_name": a.container_name,
+        "image": a.image,
+        "workload": opt(a.workload.as_ref(), workload),
+        "ancestry": a.ancestry.iter().map(alert_process).collect::<Vec<_>>(),
+        "evidence": a.evidence.iter().map(stored_event_json).collect::<Vec<_>>(),
+        "details": map(&a.details),
+    })
+}
+
 /// The sensor's status; `counters` keeps the sensor's order as a list of `{name, value}`.
 pub fn status_json(s: &pb::Status) -> Value {
     json!({

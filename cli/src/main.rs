@@ -1,4 +1,5 @@
-//! `jobwatch`: events, containers and status from a jobwatch sensor.
+//! `jobwatch`: events, containers and status from a jobwatch sensor or collector, and the
+//! collector's alerts.
 
 mod args;
 mod collector;

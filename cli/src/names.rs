@@ -28,6 +28,7 @@ enum_json!(workload_kind, pb::WorkloadKind, "WORKLOAD_KIND_");
 enum_json!(owner_source, pb::OwnerSource, "OWNER_SOURCE_");
 enum_json!(container_kind, pb::ContainerKind, "CONTAINER_KIND_");
 enum_json!(loss_cause, pb::LossCause, "LOSS_CAUSE_");
+enum_json!(severity, pb::Severity, "SEVERITY_");
 
 /// The text form of an enum rendered by one of the functions above.
 pub fn text(value: &Value) -> String {
@@ -68,6 +69,8 @@ mod tests {
         assert_eq!(owner_source(2), "name_inference");
         assert_eq!(container_kind(1), "sandbox");
         assert_eq!(workload_kind(0), "unspecified");
+        assert_eq!(severity(pb::Severity::Critical as i32), "critical");
+        assert_eq!(severity(1), "info");
     }
 
     #[test]

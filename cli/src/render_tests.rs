@@ -1,10 +1,12 @@
-//! Unit tests of the compact and JSON renderings, on events built by hand.
+//! Unit tests of the compact and JSON renderings, on events and alerts built by hand.
 
 use jobwatch_proto::v1 as pb;
 use pb::event::Kind;
 use serde_json::json;
 
-use crate::{compact::event_line, json::event_json, json::status_json, table};
+use crate::compact::{alert_line, event_line};
+use crate::json::{alert_json, event_json, status_json};
+use crate::table;
 
 /// 2026-11-27T03:45:10.512Z
 const T: i64 = 1_795_751_110_512_000_000;
@@ -426,4 +428,307 @@ fn containers_table_columns() {
             "yes"
         ]
     );
+}
+
+/// 2026-11-27T06:40:01.123Z
+const ALERT_T: i64 = 1_795_761_601_123_456_789;
+
+/// A drift alert on a CronJob's pod, with its whole chain, ancestry, evidence and details.
+fn drift_alert() -> pb::Alert {
+    let mut evidence = exec_event();
+    evidence.time_unix_nano = ALERT_T;
+    pb::Alert {
+        id: 17,
+        time_unix_nano: ALERT_T,
+        rule: Some(pb::RuleRef {
+            id: "JW-T1053.007-004".into(),
+            title: "Drift in a CronJob pod".into(),
+            description: "A CronJob's container executed a file created after it started.".into(),
+            technique: "T1053.007".into(),
+            data_sources: vec!["DS0009".into(), "DS0022".into()],
+            mitigations: vec!["M1038".into()],
+        }),
+        severity: pb::Severity::High as i32,
+        message: "drift: executed /tmp/x.sh created after the container started".into(),
+        node: "node1".into(),
+        namespace: "nightly".into(),
+        cronjob: "backup".into(),
+        job: "backup-29000000".into(),
+        pod: "backup-29000000-hqzd7".into(),
+        container_id: "7115930a5ad1f00d7115930a5ad1f00d".into(),
+        container_name: "dump".into(),
+        image: "docker.io/library/busybox:jobwatch".into(),
+        workload: cronjob_ref(false).workload,
+        ancestry: vec![
+            pb::AlertProcess {
+                exec_id: "ZXhlYzI".into(),
+                pid: 123,
+                binary: "/tmp/x.sh".into(),
+                args: vec!["/tmp/x.sh".into(), "--all files".into()],
+                uid: 0,
+                partial: false,
+            },
+            pb::AlertProcess {
+                exec_id: "ZXhlYzE".into(),
+                pid: 1,
+                binary: "/bin/sh".into(),
+                args: vec!["sh".into(), "-c".into(), "/tmp/x.sh".into()],
+                uid: 0,
+                partial: true,
+            },
+        ],
+        evidence: vec![pb::StoredEvent {
+            id: 4242,
+            event: Some(evidence),
+        }],
+        details: [
+            ("path".to_string(), "/tmp/x.sh".to_string()),
+            ("created_by".to_string(), "/bin/busybox".to_string()),
+        ]
+        .into(),
+    }
+}
+
+#[test]
+fn compact_alert() {
+    assert_eq!(
+        alert_line(&drift_alert()),
+        "2026-11-27T06:40:01.123Z HIGH     JW-T1053.007-004 node1 nightly/backup(cronjob) \
+         job=backup-29000000 pod=backup-29000000-hqzd7 ctr=dump[7115930a] \
+         image=docker.io/library/busybox:jobwatch pid=123 uid=0 /tmp/x.sh /tmp/x.sh \"--all files\" \
+         \"drift: executed /tmp/x.sh created after the container started\""
+    );
+}
+
+#[test]
+fn compact_alert_every_severity() {
+    for (severity, label) in [
+        (pb::Severity::Info, "INFO     "),
+        (pb::Severity::Low, "LOW      "),
+        (pb::Severity::Medium, "MEDIUM   "),
+        (pb::Severity::High, "HIGH     "),
+        (pb::Severity::Critical, "CRITICAL "),
+        (pb::Severity::Unspecified, "UNSPECIFIED "),
+    ] {
+        let mut a = drift_alert();
+        a.severity = severity as i32;
+        let line = alert_line(&a);
+        assert!(
+            line.starts_with(&format!(
+                "2026-11-27T06:40:01.123Z {label}JW-T1053.007-004 "
+            )),
+            "{line}"
+        );
+    }
+    // A severity newer than this CLI: its number.
+    let mut a = drift_alert();
+    a.severity = 9;
+    assert!(alert_line(&a).starts_with("2026-11-27T06:40:01.123Z 9        JW-"));
+}
+
+#[test]
+fn compact_alert_attribution_variants() {
+    // An inferred CronJob is marked as in the event lines.
+    let mut a = drift_alert();
+    a.workload = cronjob_ref(true).workload;
+    assert!(
+        alert_line(&a).contains(" node1 nightly/backup(cronjob?) job=backup-29000000 pod="),
+        "{}",
+        alert_line(&a)
+    );
+
+    // Only the flat chain (no workload message): the CronJob is still shown first.
+    let mut a = drift_alert();
+    a.workload = None;
+    assert!(alert_line(&a).contains(
+        " node1 nightly/backup(cronjob) job=backup-29000000 pod=backup-29000000-hqzd7 ctr=dump[7115930a] "
+    ));
+
+    // A bare Job: the Job is the owner, not repeated as job=.
+    let mut a = drift_alert();
+    a.cronjob.clear();
+    a.workload = None;
+    assert!(alert_line(&a).contains(
+        " node1 nightly/backup-29000000(job) pod=backup-29000000-hqzd7 ctr=dump[7115930a] "
+    ));
+
+    // A pod of another workload kind.
+    let mut a = drift_alert();
+    a.cronjob.clear();
+    a.job.clear();
+    a.workload = Some(pb::Workload {
+        kind: pb::WorkloadKind::Deployment as i32,
+        name: "web".into(),
+        ..Default::default()
+    });
+    assert!(alert_line(&a).contains(" node1 nightly/web(deployment) pod=backup-29000000-hqzd7 "));
+
+    // A bare pod.
+    let mut a = drift_alert();
+    a.cronjob.clear();
+    a.job.clear();
+    a.workload = None;
+    assert!(
+        alert_line(&a)
+            .contains(" node1 nightly/backup-29000000-hqzd7(pod) pod=backup-29000000-hqzd7 ")
+    );
+
+    // A container without pod metadata, and the host.
+    let mut a = drift_alert();
+    for field in [&mut a.namespace, &mut a.cronjob, &mut a.job, &mut a.pod] {
+        field.clear();
+    }
+    a.workload = None;
+    assert!(alert_line(&a).contains(" node1 - ctr=dump[7115930a] image="));
+    a.container_id.clear();
+    a.container_name.clear();
+    a.image.clear();
+    assert!(
+        alert_line(&a).contains(" node1 host pid=123 uid=0 /tmp/x.sh "),
+        "{}",
+        alert_line(&a)
+    );
+}
+
+#[test]
+fn compact_alert_without_rule_or_process() {
+    let a = pb::Alert {
+        time_unix_nano: ALERT_T,
+        severity: pb::Severity::Low as i32,
+        node: "node1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        alert_line(&a),
+        "2026-11-27T06:40:01.123Z LOW      - node1 host pid=? \"\""
+    );
+    let mut a = drift_alert();
+    a.ancestry.remove(0);
+    assert!(
+        alert_line(&a).ends_with(
+            " pid=1 uid=0 /bin/sh sh -c /tmp/x.sh [partial] \"drift: executed /tmp/x.sh created after the container started\""
+        ),
+        "{}",
+        alert_line(&a)
+    );
+}
+
+#[test]
+fn compact_alert_is_always_one_line() {
+    let mut a = drift_alert();
+    a.message = "two\nlines \"quoted\"".into();
+    a.cronjob = "evil\rname".into();
+    a.ancestry[0].args.push("a\nb".into());
+    let line = alert_line(&a);
+    assert!(!line.contains(['\n', '\r']), "{line}");
+    assert!(line.ends_with(" \"two\\nlines \\\"quoted\\\"\""), "{line}");
+    assert!(!alert_line(&pb::Alert::default()).contains('\n'));
+}
+
+#[test]
+fn json_alert_field_by_field() {
+    let v = alert_json(&drift_alert());
+    assert_eq!(v["id"], 17);
+    assert_eq!(v["time_unix_nano"], ALERT_T);
+    assert_eq!(
+        v["rule"],
+        json!({
+            "id": "JW-T1053.007-004",
+            "title": "Drift in a CronJob pod",
+            "description": "A CronJob's container executed a file created after it started.",
+            "technique": "T1053.007",
+            "data_sources": ["DS0009", "DS0022"],
+            "mitigations": ["M1038"],
+        })
+    );
+    assert_eq!(v["severity"], "high");
+    assert_eq!(
+        v["message"],
+        "drift: executed /tmp/x.sh created after the container started"
+    );
+    assert_eq!(v["node"], "node1");
+    assert_eq!(v["namespace"], "nightly");
+    assert_eq!(v["cronjob"], "backup");
+    assert_eq!(v["job"], "backup-29000000");
+    assert_eq!(v["pod"], "backup-29000000-hqzd7");
+    assert_eq!(v["container_id"], "7115930a5ad1f00d7115930a5ad1f00d");
+    assert_eq!(v["container_name"], "dump");
+    assert_eq!(v["image"], "docker.io/library/busybox:jobwatch");
+    assert_eq!(v["workload"]["kind"], "cron_job");
+    assert_eq!(v["workload"]["name"], "backup");
+    assert_eq!(v["workload"]["job"]["name"], "backup-29000000");
+    assert_eq!(v["workload"]["cronjob"]["inferred"], false);
+    assert_eq!(
+        v["ancestry"],
+        json!([
+            {"exec_id": "ZXhlYzI", "pid": 123, "binary": "/tmp/x.sh",
+             "args": ["/tmp/x.sh", "--all files"], "uid": 0, "partial": false},
+            {"exec_id": "ZXhlYzE", "pid": 1, "binary": "/bin/sh",
+             "args": ["sh", "-c", "/tmp/x.sh"], "uid": 0, "partial": true},
+        ])
+    );
+    assert_eq!(
+        v["details"],
+        json!({"created_by": "/bin/busybox", "path": "/tmp/x.sh"})
+    );
+    // Details keys are sorted, so the line is stable.
+    let text = v.to_string();
+    assert!(text.contains(r#""details":{"created_by":"/bin/busybox","path":"/tmp/x.sh"}"#));
+
+    // The evidence: the collector's id, and the event as `events -o json` renders it.
+    let evidence = v["evidence"].as_array().unwrap_or_else(|| panic!("{v}"));
+    assert_eq!(evidence.len(), 1);
+    assert_eq!(evidence[0]["id"], 4242);
+    let mut expected = exec_event();
+    expected.time_unix_nano = ALERT_T;
+    assert_eq!(evidence[0]["event"], event_json(&expected));
+    assert_eq!(evidence[0]["event"]["kind"], "process_exec");
+    assert_eq!(evidence[0]["event"]["process_exec"]["process"]["pid"], 9001);
+
+    // Exactly these fields, no more.
+    let mut keys: Vec<&str> = v
+        .as_object()
+        .unwrap_or_else(|| panic!("{v}"))
+        .keys()
+        .map(String::as_str)
+        .collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        [
+            "ancestry",
+            "container_id",
+            "container_name",
+            "cronjob",
+            "details",
+            "evidence",
+            "id",
+            "image",
+            "job",
+            "message",
+            "namespace",
+            "node",
+            "pod",
+            "rule",
+            "severity",
+            "time_unix_nano",
+            "workload"
+        ]
+    );
+}
+
+#[test]
+fn json_alert_empty_and_unknown() {
+    let v = alert_json(&pb::Alert {
+        severity: 9,
+        evidence: vec![pb::StoredEvent { id: 3, event: None }],
+        ..Default::default()
+    });
+    assert_eq!(v["rule"], json!(null));
+    assert_eq!(v["workload"], json!(null));
+    assert_eq!(v["severity"], 9);
+    assert_eq!(v["ancestry"], json!([]));
+    assert_eq!(v["details"], json!({}));
+    assert_eq!(v["evidence"], json!([{"id": 3, "event": null}]));
+    assert_eq!(alert_json(&pb::Alert::default())["severity"], "unspecified");
 }

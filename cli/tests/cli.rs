@@ -1,6 +1,8 @@
 //! Runs the real `jobwatch` binary against a FAKE sensor: a small gRPC server in this test that
 //! implements `sensor_server::Sensor` with canned data and records the requests it gets. The
-//! real sensor's server is tested in its own crate; here only the CLI is under test.
+//! real sensor's server is tested in its own crate; here only the CLI is under test. The
+//! `alerts` tests use a fake collector the same way (`collector_server::Collector`, only the
+//! alert calls).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -513,4 +515,472 @@ async fn ctrl_c_ends_follow_cleanly() {
     .await
     .unwrap();
     assert_eq!(status.code(), Some(0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// alerts, against a fake collector
+
+use jobwatch_proto::v1::collector_server::{Collector, CollectorServer};
+
+type BoxStream<T> = std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<T, Status>> + Send>>;
+
+/// What the fake collector was asked, and how it answers.
+#[derive(Default)]
+struct CollectorSeen {
+    list_requests: Mutex<Vec<pb::ListAlertsRequest>>,
+    stream_requests: Mutex<Vec<pb::StreamAlertsRequest>>,
+}
+
+#[derive(Clone)]
+struct FakeCollector {
+    seen: Arc<CollectorSeen>,
+    /// The stored alerts, ids increasing.
+    alerts: Arc<Vec<pb::Alert>>,
+    /// Most alerts one ListAlerts page returns (a real collector caps pages too).
+    page_cap: usize,
+    /// Answer the alert calls with Unimplemented (a collector without the rules engine).
+    unimplemented: bool,
+}
+
+fn alert(id: u64) -> pb::Alert {
+    let r = container_ref();
+    pb::Alert {
+        id,
+        time_unix_nano: T + id as i64 * 1_000_000,
+        rule: Some(pb::RuleRef {
+            id: "JW-T1053.007-004".into(),
+            technique: "T1053.007".into(),
+            ..Default::default()
+        }),
+        severity: pb::Severity::High as i32,
+        message: format!("drift: executed /tmp/x{id}.sh"),
+        node: "node1".into(),
+        namespace: "nightly".into(),
+        cronjob: "backup".into(),
+        job: "backup-29000000".into(),
+        pod: "backup-29000000-hqzd7".into(),
+        container_id: r.id,
+        container_name: r.name,
+        image: r.image,
+        workload: r.workload,
+        ancestry: vec![pb::AlertProcess {
+            pid: 9000 + id as u32,
+            binary: format!("/tmp/x{id}.sh"),
+            args: vec![format!("/tmp/x{id}.sh")],
+            ..Default::default()
+        }],
+        evidence: vec![pb::StoredEvent {
+            id: 100 + id,
+            event: Some(events()[0].clone()),
+        }],
+        details: [("path".to_string(), format!("/tmp/x{id}.sh"))].into(),
+    }
+}
+
+#[tonic::async_trait]
+impl Collector for FakeCollector {
+    type ReportStream = BoxStream<pb::ReportAck>;
+    type StreamEventsStream = BoxStream<pb::StoredEvent>;
+    type StreamAlertsStream = BoxStream<pb::Alert>;
+
+    async fn report(
+        &self,
+        _request: Request<tonic::Streaming<pb::ReportBatch>>,
+    ) -> Result<Response<Self::ReportStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn query_events(
+        &self,
+        _request: Request<pb::QueryEventsRequest>,
+    ) -> Result<Response<pb::QueryEventsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn stream_events(
+        &self,
+        _request: Request<pb::StreamEventsRequest>,
+    ) -> Result<Response<Self::StreamEventsStream>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_containers(
+        &self,
+        _request: Request<pb::CollectorListContainersRequest>,
+    ) -> Result<Response<pb::CollectorListContainersResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn get_status(
+        &self,
+        _request: Request<pb::CollectorStatusRequest>,
+    ) -> Result<Response<pb::CollectorStatus>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_alerts(
+        &self,
+        request: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        if self.unimplemented {
+            return Err(Status::unimplemented("alerts are not implemented yet"));
+        }
+        let request = request.into_inner();
+        let limit = (request.limit as usize).min(self.page_cap);
+        let alerts = self
+            .alerts
+            .iter()
+            .filter(|a| a.id > request.after_id)
+            .take(limit)
+            .cloned()
+            .collect();
+        self.seen.list_requests.lock().unwrap().push(request);
+        Ok(Response::new(pb::ListAlertsResponse { alerts }))
+    }
+
+    async fn stream_alerts(
+        &self,
+        request: Request<pb::StreamAlertsRequest>,
+    ) -> Result<Response<Self::StreamAlertsStream>, Status> {
+        if self.unimplemented {
+            return Err(Status::unimplemented("alerts are not implemented yet"));
+        }
+        let request = request.into_inner();
+        // Asked for namespace "forever", the stream never ends (for the Ctrl-C test).
+        let forever = request
+            .filter
+            .as_ref()
+            .is_some_and(|f| f.namespaces.iter().any(|n| n == "forever"));
+        self.seen.stream_requests.lock().unwrap().push(request);
+        let items = tokio_stream::iter(Vec::clone(&self.alerts).into_iter().map(Ok));
+        if forever {
+            use tokio_stream::StreamExt;
+            Ok(Response::new(Box::pin(
+                items.chain(tokio_stream::pending()),
+            )))
+        } else {
+            Ok(Response::new(Box::pin(items)))
+        }
+    }
+}
+
+/// A fake collector serving on a Unix socket in a fresh temporary directory.
+struct CollectorHarness {
+    fake: FakeCollector,
+    dir: PathBuf,
+    socket: PathBuf,
+}
+
+impl CollectorHarness {
+    async fn start(name: &str, alerts: Vec<pb::Alert>, page_cap: usize) -> CollectorHarness {
+        Self::start_with(name, alerts, page_cap, false).await
+    }
+
+    async fn start_with(
+        name: &str,
+        alerts: Vec<pb::Alert>,
+        page_cap: usize,
+        unimplemented: bool,
+    ) -> CollectorHarness {
+        let dir = std::env::temp_dir().join(format!(
+            "jobwatch-cli-{}-collector-{name}",
+            std::process::id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let socket = dir.join("collector.sock");
+        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
+        let fake = FakeCollector {
+            seen: Arc::default(),
+            alerts: Arc::new(alerts),
+            page_cap,
+            unimplemented,
+        };
+        let service = CollectorServer::new(fake.clone());
+        tokio::spawn(async move {
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
+                .await
+                .unwrap();
+        });
+        CollectorHarness { fake, dir, socket }
+    }
+
+    /// Runs `jobwatch --collector <socket> args...` off the runtime's threads.
+    async fn run(&self, args: &[&str]) -> Output {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+        command.arg("--collector").arg(&self.socket).args(args);
+        tokio::task::spawn_blocking(move || command.output().unwrap())
+            .await
+            .unwrap()
+    }
+
+    fn list_requests(&self) -> Vec<pb::ListAlertsRequest> {
+        self.fake.seen.list_requests.lock().unwrap().clone()
+    }
+}
+
+impl Drop for CollectorHarness {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn alert_line(id: u64) -> String {
+    format!(
+        "2026-11-27T03:45:10.{:03}Z HIGH     JW-T1053.007-004 node1 nightly/backup(cronjob) \
+         job=backup-29000000 pod=backup-29000000-hqzd7 ctr=dump[7115930a] image=busybox \
+         pid={} uid=0 /tmp/x{id}.sh /tmp/x{id}.sh \"drift: executed /tmp/x{id}.sh\"",
+        512 + id,
+        9000 + id
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_pages_oldest_first_with_the_filters() {
+    // Five stored alerts, at most two per page: the CLI must page with after_id.
+    let h = CollectorHarness::start("pages", (1..=5).map(alert).collect(), 2).await;
+    let out = h
+        .run(&[
+            "alerts",
+            "--severity",
+            "high",
+            "--rule",
+            "JW-T1053.007-004",
+            "--namespace",
+            "nightly",
+            "--cronjob",
+            "backup",
+            "--node",
+            "node1",
+            "--since",
+            "2026-11-27T03:00:00Z",
+            "--until",
+            "2026-11-27T04:00:00Z",
+        ])
+        .await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stderr(&out), "");
+    let expected: Vec<String> = (1..=5).map(alert_line).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), expected);
+
+    let filter = pb::AlertFilter {
+        min_severity: pb::Severity::High as i32,
+        rules: vec!["JW-T1053.007-004".into()],
+        namespaces: vec!["nightly".into()],
+        cronjobs: vec!["backup".into()],
+        nodes: vec!["node1".into()],
+    };
+    let page = |after_id, limit| pb::ListAlertsRequest {
+        filter: Some(filter.clone()),
+        since_unix_nano: 1_795_748_400_000_000_000,
+        until_unix_nano: 1_795_752_000_000_000_000,
+        limit,
+        after_id,
+    };
+    assert_eq!(
+        h.list_requests(),
+        [page(0, 1000), page(2, 998), page(4, 996), page(5, 995)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_limit_stops_paging() {
+    let h = CollectorHarness::start("limit", (1..=5).map(alert).collect(), 2).await;
+    let out = h.run(&["alerts", "--limit", "3"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let expected: Vec<String> = (1..=3).map(alert_line).collect();
+    assert_eq!(stdout(&out).lines().collect::<Vec<_>>(), expected);
+    let asked: Vec<(u64, u32)> = h
+        .list_requests()
+        .iter()
+        .map(|r| (r.after_id, r.limit))
+        .collect();
+    assert_eq!(asked, [(0, 3), (2, 1)]);
+    assert_eq!(
+        h.list_requests()[0].filter,
+        Some(pb::AlertFilter::default()),
+        "no flags, no filter"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_json_one_object_per_line() {
+    let h = CollectorHarness::start("json", vec![alert(1), alert(2)], 1000).await;
+    let out = h.run(&["alerts", "-o", "json"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    let alerts: Vec<Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(alerts.len(), 2);
+    assert_eq!(alerts[0]["id"], 1);
+    assert_eq!(alerts[0]["severity"], "high");
+    assert_eq!(alerts[0]["rule"]["id"], "JW-T1053.007-004");
+    assert_eq!(alerts[0]["cronjob"], "backup");
+    assert_eq!(alerts[0]["ancestry"][0]["pid"], 9001);
+    assert_eq!(alerts[0]["details"]["path"], "/tmp/x1.sh");
+    assert_eq!(alerts[0]["evidence"][0]["id"], 101);
+    assert_eq!(
+        alerts[0]["evidence"][0]["event"]["process_exec"]["args"][1],
+        "/tmp dir"
+    );
+    assert_eq!(alerts[1]["id"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_with_none_stored_print_nothing() {
+    let h = CollectorHarness::start("none", vec![], 1000).await;
+    let out = h.run(&["alerts"]).await;
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(stdout(&out), "");
+    assert_eq!(stderr(&out), "");
+    assert_eq!(h.list_requests().len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_follow_streams_with_the_filter() {
+    let h = CollectorHarness::start("follow", vec![alert(1), alert(2)], 1000).await;
+    let out = h
+        .run(&["alerts", "--follow", "--severity", "low", "--node", "n2"])
+        .await;
+    // This fake ends the stream after two alerts: the CLI says so and exits 0.
+    assert_eq!(out.status.code(), Some(0), "stderr: {}", stderr(&out));
+    assert_eq!(
+        stdout(&out).lines().collect::<Vec<_>>(),
+        [alert_line(1), alert_line(2)]
+    );
+    assert_eq!(
+        stderr(&out).trim(),
+        "jobwatch: the collector ended the alert stream"
+    );
+    let requests = h.fake.seen.stream_requests.lock().unwrap().clone();
+    assert_eq!(
+        requests,
+        [pb::StreamAlertsRequest {
+            filter: Some(pb::AlertFilter {
+                min_severity: pb::Severity::Low as i32,
+                nodes: vec!["n2".into()],
+                ..Default::default()
+            })
+        }]
+    );
+    assert!(h.list_requests().is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn ctrl_c_ends_alerts_follow_cleanly() {
+    use std::io::{BufRead, BufReader};
+    let h = CollectorHarness::start("ctrlc", vec![alert(1)], 1000).await;
+    let socket = h.socket.clone();
+    let status = tokio::task::spawn_blocking(move || {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_jobwatch"))
+            .arg("--collector")
+            .arg(&socket)
+            .args(["alerts", "--follow", "--namespace", "forever"])
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        assert_eq!(lines.next().unwrap().unwrap(), alert_line(1));
+        // The stream is still open: only the interrupt ends the command.
+        let killed = Command::new("kill")
+            .args(["-INT", &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(killed.success());
+        child.wait().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(status.code(), Some(0));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_from_a_collector_without_them_name_the_collector() {
+    let h = CollectorHarness::start_with("unimplemented", vec![], 1000, true).await;
+    for args in [&["alerts"][..], &["alerts", "--follow"]] {
+        let out = h.run(args).await;
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(stdout(&out).is_empty());
+        assert_eq!(
+            stderr(&out).trim(),
+            "jobwatch: the collector answered Unimplemented: alerts are not implemented yet"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_against_a_sensor_is_a_usage_error() {
+    // A live sensor is not even asked: the command is refused before connecting.
+    let h = Harness::start("alerts").await;
+    for args in [&["alerts"][..], &["alerts", "--follow"]] {
+        let out = h.run(args).await;
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(stdout(&out).is_empty());
+        assert_eq!(
+            stderr(&out).trim(),
+            "jobwatch: alerts come from the collector, which runs the detection rules; a sensor \
+             raises none: use `jobwatch --collector /run/jobwatch/collector.sock alerts`"
+        );
+    }
+    assert!(h.fake.seen.event_requests.lock().unwrap().is_empty());
+    // The default sensor socket, and a TLS sensor address, alike.
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    command.args(["alerts", "-o", "json"]);
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("alerts come from the collector"));
+    let mut command = Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+    command.args(["--address", "https://h:1", "--ca", "/x", "alerts"]);
+    let out = command.output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("alerts come from the collector"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_usage_errors_come_before_connecting() {
+    let nowhere = Path::new("/nonexistent/collector.sock");
+    let run = |args: &'static [&'static str]| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_jobwatch"));
+        command.arg("--collector").arg(nowhere).args(args);
+        command.output().unwrap()
+    };
+    let out = run(&["alerts", "--severity", "severe"]);
+    assert_eq!(out.status.code(), Some(2));
+    let err = stderr(&out);
+    assert!(
+        err.contains("invalid value 'severe' for '--severity <LEVEL>'"),
+        "{err}"
+    );
+    assert!(err.contains("info, low, medium, high, critical"), "{err}");
+
+    let out = run(&[
+        "alerts",
+        "--since",
+        "2026-11-27T05:00:00Z",
+        "--until",
+        "2026-11-27T04:00:00Z",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(
+        stderr(&out).trim(),
+        "jobwatch: --since (2026-11-27T05:00:00.000Z) is after --until (2026-11-27T04:00:00.000Z)"
+    );
+    // Usage is fine: now the missing collector is the error.
+    let out = run(&["alerts", "--since", "1h"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out).trim(),
+        "jobwatch: cannot connect to the collector at /nonexistent/collector.sock: \
+         No such file or directory (is the collector running?)"
+    );
+    let out = run(&["alerts", "--follow", "--since", "1h"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("cannot be used with"),
+        "{}",
+        stderr(&out)
+    );
 }
