@@ -13,7 +13,7 @@ use crate::{
     api::{
         convert::ExecIds,
         hub::{Hub, Sink},
-        server::{ApiSettings, serve},
+        server::{self, ApiSettings, serve},
         service::{self, SensorApi, StatusFn, StatusInputs},
     },
     clock::BootClock,
@@ -84,6 +84,15 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             extra,
             api_cancel.clone(),
         ));
+    }
+    if let Some(addr) = config.api.health_address {
+        let cancel = api_cancel.clone();
+        tokio::spawn(async move {
+            if let Err(e) = server::serve_health(addr, cancel).await {
+                tracing::error!(error = %e, "gRPC health listener failed");
+            }
+        });
+        tracing::info!(address = %addr, "gRPC health (plaintext, health only)");
     }
     let mut server = api_settings(&config).map(|settings| {
         let api = SensorApi::new(hub.clone(), Arc::clone(&sensor.index), Arc::clone(&status));

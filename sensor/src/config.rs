@@ -112,6 +112,10 @@ pub struct ApiConfig {
     /// Events buffered per GetEvents subscriber; a subscriber that falls further behind loses
     /// events (counted, and reported to it as lost_events). Default 4096.
     pub subscriber_queue: usize,
+    /// Serve only the `grpc.health.v1` service here, in plaintext (e.g. "0.0.0.0:9090"), for
+    /// the kubelet's gRPC probes, which cannot speak TLS. It answers nothing but health.
+    /// Default: none.
+    pub health_address: Option<std::net::SocketAddr>,
 }
 
 impl Default for ApiConfig {
@@ -123,6 +127,7 @@ impl Default for ApiConfig {
             tls_key: None,
             tls_client_ca: None,
             subscriber_queue: 4096,
+            health_address: None,
         }
     }
 }

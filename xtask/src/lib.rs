@@ -8,7 +8,12 @@
 //! Everything here reports failures as `anyhow` errors with context; nothing panics outside tests.
 
 pub mod bench;
+pub mod dockerfile;
 pub mod ebpf;
+pub mod image;
+pub mod json;
+pub mod manifests;
+pub mod oci;
 pub mod process;
 pub mod run;
 pub mod setup;

@@ -30,6 +30,13 @@ enum Cmd {
     /// Set up, then fmt, clippy (workspace and eBPF crate), unit tests and privileged
     /// integration tests; prints a summary and fails if any phase failed.
     Test,
+    /// Build the release binaries and the sensor and collector container images (OCI image
+    /// layout tarballs for `ctr images import`; no Docker engine needed) into target/images/.
+    Image {
+        /// Write the tarballs here instead of target/images/.
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
+    },
     /// Measure sensor -> collector throughput (root); results in target/bench/.
     Bench {
         /// One short run instead of five long ones.
@@ -67,6 +74,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
         }
         Cmd::Run { args } => xtask::run::run(&root, &args),
         Cmd::Test => xtask::test::run(&root),
+        Cmd::Image { out } => xtask::image::run(&root, out.as_deref()).map(|()| ExitCode::SUCCESS),
         Cmd::Bench { quick } => xtask::bench::run(&root, quick).map(|()| ExitCode::SUCCESS),
     }
 }

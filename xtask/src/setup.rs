@@ -27,6 +27,12 @@ pub enum Kind {
     RustSrc,
     /// bpf-linker, installed with `cargo install` against LLVM 22.
     BpfLinker,
+    /// A Python package at an exact version, checked with `python3 -m pip show`, installed with
+    /// `python3 -m pip install`.
+    Pip {
+        package: &'static str,
+        version: &'static str,
+    },
 }
 
 /// One thing setup makes sure of.
@@ -69,8 +75,25 @@ pub const REQUIREMENTS: &[Requirement] = &[
         why: "the OCI runtime containerd's runc shim starts the test pods with",
     },
     Requirement {
+        kind: Kind::Apt("containernetworking-plugins"),
+        why: "the CNI bridge plugin that gives test pods without hostNetwork a network \
+              namespace of their own (tests/src/containerd.rs)",
+    },
+    Requirement {
         kind: Kind::Apt("busybox-static"),
         why: "the static busybox the test container images are built from (tests/src/image.rs)",
+    },
+    Requirement {
+        kind: Kind::Apt("kubectl"),
+        why: "`kubectl kustomize` builds deploy/ and its variants for validation",
+    },
+    Requirement {
+        kind: Kind::Pip {
+            package: "kubernetes-validate",
+            version: "1.37.0",
+        },
+        why: "validates deploy/ against the Kubernetes schemas it ships, offline (the manifests \
+              phase of `cargo xtask test`)",
     },
     Requirement {
         kind: Kind::RustSrc,
@@ -93,6 +116,7 @@ pub const LLVM_BIN_DIR: &str = "/usr/lib/llvm-22/bin";
 pub fn run(workspace_root: &Path) -> Result<()> {
     let started = Instant::now();
     ensure_apt_packages()?;
+    ensure_pip_packages()?;
     ensure_rust_src(workspace_root)?;
     ensure_bpf_linker(workspace_root)?;
     eprintln!("setup: done in {}", seconds(started.elapsed()));
@@ -114,6 +138,7 @@ fn why(kind: Kind) -> &'static str {
         .find(|requirement| match (requirement.kind, kind) {
             (Kind::Apt(a), Kind::Apt(b)) => a == b,
             (Kind::RustSrc, Kind::RustSrc) | (Kind::BpfLinker, Kind::BpfLinker) => true,
+            (Kind::Pip { package: a, .. }, Kind::Pip { package: b, .. }) => a == b,
             _ => false,
         })
         .map_or("", |requirement| requirement.why)
@@ -124,7 +149,7 @@ fn apt_packages() -> impl Iterator<Item = &'static str> {
         .iter()
         .filter_map(|requirement| match requirement.kind {
             Kind::Apt(package) => Some(package),
-            Kind::RustSrc | Kind::BpfLinker => None,
+            Kind::RustSrc | Kind::BpfLinker | Kind::Pip { .. } => None,
         })
 }
 
@@ -206,6 +231,67 @@ fn apt_get(args: &[&str]) -> Result<()> {
     let output = process::run_streaming(&mut cmd, StdoutTo::Stderr)?;
     if !output.status.success() {
         bail!("`{}` failed ({})", process::describe(&cmd), output.status);
+    }
+    Ok(())
+}
+
+/// The installed version of a Python package, from `python3 -m pip show`.
+fn pip_version(package: &str) -> Option<String> {
+    let output = Command::new("python3")
+        .args(["-m", "pip", "show", "--disable-pip-version-check", package])
+        .stdin(std::process::Stdio::null())
+        .output()
+        .ok()?;
+    if !output.status.success() {
+        return None;
+    }
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix("Version:"))
+        .map(|v| v.trim().to_string())
+}
+
+fn ensure_pip_packages() -> Result<()> {
+    for requirement in REQUIREMENTS {
+        let Kind::Pip { package, version } = requirement.kind else {
+            continue;
+        };
+        let what = format!("python package {package} {version}");
+        if pip_version(package).as_deref() == Some(version) {
+            report(&what, "present");
+            continue;
+        }
+        report(&what, &format!("installing ({})", requirement.why));
+        let started = Instant::now();
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--disable-pip-version-check",
+            "--no-input",
+            &format!("{package}=={version}"),
+        ])
+        .env("PIP_ROOT_USER_ACTION", "ignore");
+        let output = process::run_streaming(&mut cmd, StdoutTo::Stderr).with_context(|| {
+            format!(
+                "`{}` (is python3 with pip installed?)",
+                process::describe(&cmd)
+            )
+        })?;
+        if !output.status.success() {
+            bail!("`{}` failed ({})", process::describe(&cmd), output.status);
+        }
+        if pip_version(package).as_deref() != Some(version) {
+            bail!(
+                "`{}` succeeded but {package} {version} is still not installed",
+                process::describe(&cmd)
+            );
+        }
+        report(
+            &what,
+            &format!("installed in {}", seconds(started.elapsed())),
+        );
     }
     Ok(())
 }

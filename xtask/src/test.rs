@@ -13,7 +13,7 @@ use std::{
 use anyhow::Result;
 
 use crate::{
-    ebpf,
+    ebpf, manifests,
     process::{self, StdoutTo},
     setup,
 };
@@ -183,6 +183,55 @@ fn run_phase(name: &'static str, kind: Kind, mut cmd: Command) -> Result<Phase> 
     })
 }
 
+/// Validates `deploy/` against the Kubernetes schemas; each resource is one check.
+fn manifests_phase(workspace_root: &Path) -> Phase {
+    use std::os::unix::process::ExitStatusExt as _;
+    eprintln!(
+        "==> manifests: kubernetes-validate --strict (Kubernetes {}) of deploy/",
+        manifests::KUBERNETES_VERSION
+    );
+    let started = Instant::now();
+    let out = crate::host_target_dir(workspace_root).join("manifests");
+    let (counts, ok, note) = match manifests::validate(workspace_root, &out) {
+        Ok(report) => (
+            Counts {
+                passed: report.passed,
+                failed: report.failed,
+                ignored: 0,
+            },
+            report.failed == 0 && report.passed > 0,
+            format!("Kubernetes {}", manifests::KUBERNETES_VERSION),
+        ),
+        Err(error) => {
+            eprintln!("==> manifests: cannot validate: {error:#}");
+            (
+                Counts {
+                    passed: 0,
+                    failed: 1,
+                    ignored: 0,
+                },
+                false,
+                format!("cannot validate: {error}"),
+            )
+        }
+    };
+    eprintln!(
+        "==> manifests: {} in {:.1}s",
+        if ok { "ok" } else { "FAILED" },
+        started.elapsed().as_secs_f64()
+    );
+    Phase {
+        name: "manifests",
+        kind: Kind::Tests,
+        outcome: Outcome::Ran {
+            status: ExitStatus::from_raw(if ok { 0 } else { 1 << 8 }),
+            counts,
+            summaries: 1,
+        },
+        note,
+    }
+}
+
 /// Whether the workspace has the privileged tests package yet.
 fn has_package(workspace_root: &Path, package: &str) -> bool {
     let mut cmd = process::host_cargo(workspace_root);
@@ -227,6 +276,8 @@ pub fn run(workspace_root: &Path) -> Result<ExitCode> {
     let mut clippy_ebpf = ebpf::cargo(workspace_root, "clippy")?;
     clippy_ebpf.args(["--", "-D", "warnings"]);
     phases.push(run_phase("clippy (sensor-ebpf)", Kind::Check, clippy_ebpf)?);
+
+    phases.push(manifests_phase(workspace_root));
 
     // --no-fail-fast: run every test binary, so that the counts are complete.
     let mut unit = host(&["test", "--workspace", "--no-fail-fast"]);

@@ -137,6 +137,27 @@ pub async fn serve(
     result
 }
 
+/// Serves only `grpc.health.v1`, in plaintext, on `addr` until `cancel` fires: what the
+/// kubelet's gRPC probes need (they cannot speak TLS). No sensor data is reachable here.
+pub async fn serve_health(addr: SocketAddr, cancel: CancellationToken) -> Result<(), ServeError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| ServeError::BindTcp { addr, source })?;
+    let (reporter, health) = tonic_health::server::health_reporter();
+    reporter.set_serving::<SensorServer<SensorApi>>().await;
+    reporter
+        .set_service_status("", tonic_health::ServingStatus::Serving)
+        .await;
+    Server::builder()
+        .add_service(health)
+        .serve_with_incoming_shutdown(TcpIncoming::from(listener), cancel.cancelled())
+        .await
+        .map_err(|source| ServeError::Serve {
+            listener: format!("health {addr}"),
+            source,
+        })
+}
+
 fn read(path: &Path) -> Result<Vec<u8>, ServeError> {
     std::fs::read(path).map_err(|source| ServeError::ReadTls {
         path: path.to_path_buf(),
