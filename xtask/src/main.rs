@@ -37,11 +37,21 @@ enum Cmd {
         #[arg(long)]
         out: Option<std::path::PathBuf>,
     },
-    /// Measure sensor -> collector throughput (root); results in target/bench/.
+    /// Benchmarks against no sensor, bpftrace and auditd, and sensor -> collector throughput
+    /// (root; installs bpftrace, auditd and sqlite3 when missing); results in target/bench/.
     Bench {
-        /// One short run instead of five long ones.
+        /// A short smoke run (one repetition, short steps) instead of the full one.
         #[arg(long)]
         quick: bool,
+        /// Only this benchmark (repeatable): throughput, exec, files, cliff, memory.
+        #[arg(long, value_name = "NAME")]
+        only: Vec<String>,
+    },
+    /// Workload generator used by `bench` (runs in its own process).
+    #[command(hide = true)]
+    BenchLoad {
+        #[arg(allow_hyphen_values = true, trailing_var_arg = true)]
+        args: Vec<String>,
     },
 }
 
@@ -75,6 +85,10 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Run { args } => xtask::run::run(&root, &args),
         Cmd::Test => xtask::test::run(&root),
         Cmd::Image { out } => xtask::image::run(&root, out.as_deref()).map(|()| ExitCode::SUCCESS),
-        Cmd::Bench { quick } => xtask::bench::run(&root, quick).map(|()| ExitCode::SUCCESS),
+        Cmd::Bench { quick, only } => {
+            xtask::bench::run(&root, &xtask::bench::Options { quick, only })
+                .map(|()| ExitCode::SUCCESS)
+        }
+        Cmd::BenchLoad { args } => xtask::bench::load::main(&args).map(|()| ExitCode::SUCCESS),
     }
 }
