@@ -1,0 +1,581 @@
+//! The sensor image, run the way `deploy/` runs it: the image `cargo xtask image` builds (same
+//! code path, from this build's sensor binary) is imported into a real containerd and started
+//! through CRI as the kubelet would start the DaemonSet's pod. Host PID namespace, privileges,
+//! host mounts, environment (NODE_NAME from the downward API) and arguments are read from
+//! `deploy/base/sensor/daemonset.yaml`, and the configuration from the ConfigMap in
+//! `deploy/base/sensor/configmap.yaml`. The containerised sensor must see a CronJob-style pod's
+//! exec and file creation, attribute them to container, pod, Job and CronJob, and report them
+//! to a collector on the host.
+//!
+//! What differs from a cluster, and why: the collector is reached over a Unix socket in a
+//! mounted directory instead of TLS over the pod network (no Service here); containerd's socket
+//! and the API socket directory are the test's own (other sensors and containerds run on this
+//! machine); the health and metrics ports are free loopback ports (pods here share the host
+//! network namespace, where the DaemonSet's ports may be taken).
+
+use std::{
+    collections::BTreeMap,
+    net::TcpListener,
+    path::{Path, PathBuf},
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use jobwatch_tests::{
+    KillOnDrop, TempDir, binary,
+    containerd::{ContainerSpec, Containerd, PodSpec, cronjob_pod, uuid},
+    privileged,
+};
+use serde_json::Value;
+
+/// The node name the downward API would give (`spec.nodeName`).
+const NODE: &str = "node-image-e2e";
+/// Where the collector's socket directory is mounted in the sensor's container.
+const COLLECTOR_DIR_IN_CONTAINER: &str = "/run/jobwatch-collector";
+
+fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// A YAML manifest of deploy/, as JSON.
+fn manifest(relative: &str) -> Value {
+    let path = workspace().join(relative);
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    serde_norway::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
+}
+
+/// `sensor.toml` of the sensor's ConfigMap.
+fn configmap_sensor_toml() -> String {
+    let configmap = manifest("deploy/base/sensor/configmap.yaml");
+    configmap["data"]["sensor.toml"]
+        .as_str()
+        .expect("the sensor ConfigMap has a sensor.toml key")
+        .to_string()
+}
+
+/// The ConfigMap's configuration with the test's differences (see the module docs): the
+/// `[report]` table points at the collector's socket, health and metrics listen on free
+/// loopback ports.
+fn test_sensor_toml(health_port: u16, metrics_port: u16) -> String {
+    let original = configmap_sensor_toml();
+    let mut out = String::new();
+    let mut in_report = false;
+    for line in original.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with('[') {
+            in_report = trimmed == "[report]";
+            if in_report {
+                continue;
+            }
+        }
+        if in_report {
+            continue;
+        }
+        if trimmed.starts_with("health_address") {
+            out.push_str(&format!("health_address = \"127.0.0.1:{health_port}\"\n"));
+        } else if trimmed.starts_with("metrics_address") {
+            out.push_str(&format!("metrics_address = \"127.0.0.1:{metrics_port}\"\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    out.push_str(&format!(
+        "\n[report]\nsocket = \"{COLLECTOR_DIR_IN_CONTAINER}/collector.sock\"\n"
+    ));
+    out
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// What the DaemonSet's pod template asks of the runtime.
+struct DaemonSetPod {
+    host_pid: bool,
+    privileged: bool,
+    readonly_rootfs: bool,
+    args: Vec<String>,
+    env: Vec<(String, String)>,
+    mounts: Vec<VolumeMount>,
+    image: String,
+}
+
+/// One volumeMount with its volume.
+struct VolumeMount {
+    volume: String,
+    /// The hostPath; None for ConfigMap and Secret volumes.
+    host_path: Option<String>,
+    mount_path: String,
+    sub_path: Option<String>,
+    readonly: bool,
+}
+
+fn daemonset_pod() -> DaemonSetPod {
+    let ds = manifest("deploy/base/sensor/daemonset.yaml");
+    let spec = &ds["spec"]["template"]["spec"];
+    let containers = spec["containers"].as_array().expect("containers");
+    assert_eq!(containers.len(), 1, "the sensor pod has one container");
+    let c = &containers[0];
+    let volumes: BTreeMap<String, &Value> = spec["volumes"]
+        .as_array()
+        .expect("volumes")
+        .iter()
+        .map(|v| (v["name"].as_str().expect("volume name").to_string(), v))
+        .collect();
+    let env = c["env"]
+        .as_array()
+        .expect("env")
+        .iter()
+        .map(|e| {
+            let name = e["name"].as_str().expect("env name").to_string();
+            let value = match (&e["value"], &e["valueFrom"]["fieldRef"]["fieldPath"]) {
+                (Value::String(v), _) => v.clone(),
+                (_, Value::String(field)) if field == "spec.nodeName" => NODE.to_string(),
+                other => panic!("env {name}: unsupported source {other:?}"),
+            };
+            (name, value)
+        })
+        .collect();
+    let mounts = c["volumeMounts"]
+        .as_array()
+        .expect("volumeMounts")
+        .iter()
+        .map(|m| {
+            let name = m["name"].as_str().expect("mount name").to_string();
+            let volume = volumes
+                .get(&name)
+                .unwrap_or_else(|| panic!("volume {name} is mounted but not declared"));
+            VolumeMount {
+                host_path: volume["hostPath"]["path"].as_str().map(str::to_string),
+                mount_path: m["mountPath"].as_str().expect("mountPath").to_string(),
+                sub_path: m["subPath"].as_str().map(str::to_string),
+                readonly: m["readOnly"].as_bool().unwrap_or(false),
+                volume: name,
+            }
+        })
+        .collect();
+    DaemonSetPod {
+        host_pid: spec["hostPID"].as_bool().unwrap_or(false),
+        privileged: c["securityContext"]["privileged"]
+            .as_bool()
+            .unwrap_or(false),
+        readonly_rootfs: c["securityContext"]["readOnlyRootFilesystem"]
+            .as_bool()
+            .unwrap_or(false),
+        args: c["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("string arg").to_string())
+            .collect(),
+        env,
+        mounts,
+        image: c["image"].as_str().expect("image").to_string(),
+    }
+}
+
+/// `ctr images import` into the test's containerd, then waits until CRI lists the image.
+fn import_image(ctd: &Containerd, tarball: &Path, reference: &str) {
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(ctd.socket())
+        .args(["-n", ctd.namespace(), "images", "import"])
+        .args(["--snapshotter", "overlayfs"])
+        .arg(tarball)
+        .stdin(Stdio::null())
+        .output()
+        .expect("ctr runs");
+    assert!(
+        out.status.success(),
+        "ctr images import {}: {}{}",
+        tarball.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed = Command::new("ctr")
+        .arg("--address")
+        .arg(ctd.socket())
+        .args(["-n", ctd.namespace(), "images", "ls", "-q"])
+        .output()
+        .expect("ctr runs");
+    let listed = String::from_utf8_lossy(&listed.stdout);
+    assert!(
+        listed.lines().any(|l| l.trim() == reference),
+        "{reference} not among the imported images:\n{listed}"
+    );
+}
+
+fn start_collector(bin: &Path, db: &Path, socket: &Path) -> KillOnDrop {
+    let child = Command::new(bin)
+        .arg("--db")
+        .arg(db)
+        .arg("--socket")
+        .arg(socket)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("collector starts");
+    let collector = KillOnDrop(child);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !socket.exists() {
+        assert!(
+            Instant::now() < deadline,
+            "the collector's socket never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    collector
+}
+
+/// Stored events through the CLI, as JSON.
+fn query(cli: &Path, collector: &Path, args: &[&str]) -> Vec<Value> {
+    let out = Command::new(cli)
+        .arg("--collector")
+        .arg(collector)
+        .args(["events", "-o", "json", "--limit", "100000"])
+        .args(args)
+        .output()
+        .expect("jobwatch events");
+    assert!(
+        out.status.success(),
+        "jobwatch events: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect()
+}
+
+fn tail(path: &Path, lines: usize) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// The image carries the ConfigMap's configuration through the sensor's own parser (a cheap
+/// check, so that a field renamed in the sensor fails here and not on a cluster).
+#[test]
+fn the_configmap_parses_with_the_sensors_parser() {
+    let text = configmap_sensor_toml();
+    let config = sensor::config::Config::from_toml(&text)
+        .unwrap_or_else(|e| panic!("deploy/base/sensor/configmap.yaml sensor.toml: {e}"));
+    assert!(!config.stdout_json);
+    assert_eq!(
+        config.containerd.socket,
+        PathBuf::from("/run/containerd/containerd.sock")
+    );
+    assert_eq!(
+        config.api.health_address,
+        Some("0.0.0.0:9090".parse().expect("address"))
+    );
+    assert_eq!(
+        config.report.address.as_deref(),
+        Some("https://jobwatch-collector.jobwatch.svc:7443")
+    );
+    assert!(config.report.ca.is_some() && config.report.cert.is_some());
+    // The DaemonSet's probes ask the port the config serves health on.
+    let ds = manifest("deploy/base/sensor/daemonset.yaml");
+    let c = &ds["spec"]["template"]["spec"]["containers"][0];
+    for probe in ["startupProbe", "livenessProbe", "readinessProbe"] {
+        assert_eq!(c[probe]["grpc"]["port"], 9090, "{probe}");
+    }
+    assert_eq!(
+        daemonset_pod().args,
+        vec![
+            "--config".to_string(),
+            "/etc/jobwatch/sensor.toml".to_string()
+        ]
+    );
+    let test_config = test_sensor_toml(1, 2);
+    sensor::config::Config::from_toml(&test_config)
+        .unwrap_or_else(|e| panic!("the test's variant of the config: {e}\n{test_config}"));
+}
+
+#[test]
+fn sensor_image_under_containerd_reports_a_cronjob_pods_execs_and_files() {
+    if !privileged("sensor_image_under_containerd_reports_a_cronjob_pods_execs_and_files") {
+        return;
+    }
+    let (sensor_bin, collector_bin, cli) = (
+        binary("jobwatch-sensor", "sensor"),
+        binary("jobwatch-collector", "collector"),
+        binary("jobwatch-cli", "jobwatch"),
+    );
+    let dir = TempDir::new("sensor-image");
+
+    // The image, built by the code path of `cargo xtask image`.
+    let spec = xtask::image::SENSOR_IMAGE;
+    let image = xtask::image::build(
+        &spec,
+        sensor_bin.parent().expect("binary directory"),
+        &dir.join("images"),
+    )
+    .unwrap_or_else(|e| panic!("build the sensor image: {e:#}"));
+    eprintln!(
+        "sensor image {} {} bytes",
+        image.tarball.display(),
+        image.size
+    );
+    let pod_template = daemonset_pod();
+    assert_eq!(
+        format!("docker.io/{}", pod_template.image),
+        image.reference,
+        "the DaemonSet runs the image xtask builds"
+    );
+    assert!(pod_template.host_pid && pod_template.privileged);
+
+    let ctd = Containerd::start();
+    import_image(&ctd, &image.tarball, &image.reference);
+
+    // The collector, on the host.
+    let collector_dir = dir.join("collector");
+    std::fs::create_dir_all(&collector_dir).expect("collector dir");
+    let collector_socket = collector_dir.join("collector.sock");
+    let _collector = start_collector(&collector_bin, &dir.join("collector.db"), &collector_socket);
+
+    // The ConfigMap and the Secret as the kubelet would project them.
+    let config_dir = dir.join("configmap");
+    std::fs::create_dir_all(&config_dir).expect("configmap dir");
+    let (health_port, metrics_port) = (free_port(), free_port());
+    std::fs::write(
+        config_dir.join("sensor.toml"),
+        test_sensor_toml(health_port, metrics_port),
+    )
+    .expect("write sensor.toml");
+    let secret_dir = dir.join("secret");
+    std::fs::create_dir_all(&secret_dir).expect("secret dir");
+    let api_dir = dir.join("run-jobwatch");
+    std::fs::create_dir_all(&api_dir).expect("api dir");
+
+    let mut host_mounts = Vec::new();
+    for mount in &pod_template.mounts {
+        let source = match (mount.volume.as_str(), mount.host_path.as_deref()) {
+            ("config", None) => config_dir.join(mount.sub_path.as_deref().unwrap_or("")),
+            ("tls", None) => secret_dir.clone(),
+            (_, Some("/run/containerd/containerd.sock")) => ctd.socket().to_path_buf(),
+            (_, Some("/run/jobwatch")) => api_dir.clone(),
+            (_, Some(path)) => PathBuf::from(path),
+            (name, None) => panic!("volume {name}: no host source known to this test"),
+        };
+        host_mounts.push((source, mount.mount_path.clone(), mount.readonly));
+    }
+    host_mounts.push((
+        collector_dir.clone(),
+        COLLECTOR_DIR_IN_CONTAINER.to_string(),
+        false,
+    ));
+
+    let rt = jobwatch_tests::runtime();
+    let mut cri = rt.block_on(ctd.cri());
+
+    // The DaemonSet's pod.
+    let mut sensor_pod: PodSpec = cronjob_pod("unused", 0, "jobwatch");
+    sensor_pod.name = format!("jobwatch-sensor-{}", &uuid()[..5]);
+    sensor_pod.uid = uuid();
+    sensor_pod.labels = [
+        ("app.kubernetes.io/name", "jobwatch-sensor"),
+        ("app.kubernetes.io/part-of", "jobwatch"),
+        ("pod-template-generation", "1"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    sensor_pod.host_pid = pod_template.host_pid;
+    sensor_pod.privileged = pod_template.privileged;
+    let sensor_sandbox = rt.block_on(cri.run_pod(&sensor_pod));
+    let sensor_container = ContainerSpec {
+        name: "sensor".into(),
+        image: image.reference.clone(),
+        args: pod_template.args.clone(),
+        privileged: pod_template.privileged,
+        run_as_user: Some(0),
+        run_as_group: Some(0),
+        readonly_rootfs: pod_template.readonly_rootfs,
+        host_mounts,
+        envs: pod_template.env.clone(),
+        ..ContainerSpec::default()
+    };
+    let sensor_id =
+        rt.block_on(cri.create_container(&sensor_sandbox, &sensor_pod, &sensor_container));
+    rt.block_on(cri.start_container(&sensor_id));
+    let sensor_log = ctd
+        .root()
+        .join("logs")
+        .join(format!(
+            "{}_{}_{}",
+            sensor_pod.namespace, sensor_pod.name, sensor_pod.uid
+        ))
+        .join("sensor")
+        .join("0.log");
+
+    // Ready when it says so and its health port answers (what the kubelet's probe connects to).
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let log = std::fs::read_to_string(&sensor_log).unwrap_or_default();
+        if log.contains("sensor running")
+            && std::net::TcpStream::connect(("127.0.0.1", health_port)).is_ok()
+        {
+            break;
+        }
+        let status = rt.block_on(cri.container_status(&sensor_id));
+        assert!(
+            status.state != k8s_cri::v1::ContainerState::ContainerExited as i32,
+            "the sensor container exited ({}):\n{}",
+            status.exit_code,
+            tail(&sensor_log, 40)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the sensor container did not become ready:\n{}",
+            tail(&sensor_log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    // It really runs in the container: its pid's cgroup is the container's.
+    let sensor_pid = rt
+        .block_on(cri.container_pid(&sensor_id))
+        .expect("the sensor container runs");
+    let cgroup = std::fs::read_to_string(format!("/proc/{sensor_pid}/cgroup")).unwrap_or_default();
+    assert!(
+        cgroup.contains(&sensor_id),
+        "the sensor (pid {sensor_pid}) is not in its container's cgroup:\n{cgroup}"
+    );
+    let exe = std::fs::read_link(format!("/proc/{sensor_pid}/exe")).expect("sensor exe");
+    assert_eq!(exe, PathBuf::from("/usr/local/bin/sensor"));
+
+    // A CronJob's pod: one exec and one file creation.
+    let minutes = 29_000_000;
+    let pod = cronjob_pod("backup", minutes, "nightly");
+    let sandbox = rt.block_on(cri.run_pod(&pod));
+    let job_container = ContainerSpec {
+        name: "dump".into(),
+        image: "busybox".into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo data > /tmp/image-proof.txt; /bin/ls /tmp > /dev/null; exit 3".into(),
+        ],
+        ..ContainerSpec::default()
+    };
+    let job_id = rt.block_on(cri.create_container(&sandbox, &pod, &job_container));
+    rt.block_on(cri.start_container(&job_id));
+    assert_eq!(
+        rt.block_on(cri.wait_exit(&job_id, Duration::from_secs(20))),
+        3
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let events = loop {
+        let events = query(&cli, &collector_socket, &["--cronjob", "backup"]);
+        let done = events
+            .iter()
+            .any(|e| e["container_exited"]["container"]["id"] == job_id.as_str());
+        if done || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    };
+    let dump = |what: &str| -> String {
+        format!(
+            "{what}\n--- stored events ---\n{}\n--- sensor log ---\n{}",
+            events
+                .iter()
+                .map(Value::to_string)
+                .collect::<Vec<_>>()
+                .join("\n"),
+            tail(&sensor_log, 30)
+        )
+    };
+
+    let exec = events
+        .iter()
+        .find(|e| e["process_exec"]["args"] == serde_json::json!(["/bin/ls", "/tmp"]))
+        .unwrap_or_else(|| panic!("{}", dump("no exec of /bin/ls stored")));
+    let file = events
+        .iter()
+        .find(|e| e["file_created"]["path"] == "/tmp/image-proof.txt")
+        .unwrap_or_else(|| panic!("{}", dump("no file creation stored")));
+    eprintln!("exec: {exec}\nfile: {file}");
+
+    // Reported by the containerised sensor, named by the downward API's node name.
+    assert_eq!(exec["node"], NODE);
+    assert_eq!(file["node"], NODE);
+    let (x, f) = (&exec["process_exec"], &file["file_created"]);
+    assert_eq!(x["filename"], "/bin/ls");
+    assert_eq!(x["binary"], "/bin/busybox");
+    assert_eq!(x["cwd"], "/");
+    assert_eq!(x["process"]["comm"], "ls");
+    assert_eq!(x["process"]["host"], false);
+    assert_eq!(
+        x["parent"]["args"],
+        serde_json::json!(["sh", "-c", job_container.command[2]])
+    );
+    assert_eq!(f["operation"], "create");
+    assert_eq!(f["process"]["comm"], "sh");
+    assert_eq!(f["process"]["host"], false);
+    // The shell created the file and ran ls.
+    assert_eq!(x["process"]["ppid"], f["process"]["pid"]);
+    assert_eq!(x["process"]["parent_exec_id"], f["process"]["exec_id"]);
+    let controller_uid = pod
+        .labels
+        .get("batch.kubernetes.io/controller-uid")
+        .expect("the Job pod has a controller uid")
+        .as_str();
+    for (what, container) in [("exec", &x["container"]), ("file", &f["container"])] {
+        assert_eq!(container["id"], job_id.as_str(), "{what}: container id");
+        assert_eq!(container["name"], "dump", "{what}: container name");
+        assert_eq!(
+            container["image"], "docker.io/library/busybox:jobwatch",
+            "{what}: image"
+        );
+        assert_eq!(container["metadata_pending"], false, "{what}: metadata");
+        assert_eq!(container["pod"]["name"], pod.name.as_str(), "{what}: pod");
+        assert_eq!(
+            container["pod"]["namespace"], "nightly",
+            "{what}: namespace"
+        );
+        assert_eq!(container["pod"]["uid"], pod.uid.as_str(), "{what}: pod uid");
+        let workload = &container["workload"];
+        assert_eq!(workload["kind"], "cron_job", "{what}: workload kind");
+        assert_eq!(workload["name"], "backup", "{what}: workload name");
+        assert_eq!(workload["source"], "name_inference", "{what}: source");
+        assert_eq!(
+            workload["job"]["name"],
+            format!("backup-{minutes}").as_str(),
+            "{what}: job"
+        );
+        assert_eq!(
+            workload["job"]["controller_uid"], controller_uid,
+            "{what}: job uid"
+        );
+        let cronjob = &workload["cronjob"];
+        assert_eq!(cronjob["name"], "backup", "{what}: cronjob");
+        assert_eq!(cronjob["inferred"], true, "{what}: inferred");
+        assert_eq!(
+            cronjob["source"], "name_inference",
+            "{what}: cronjob source"
+        );
+        // 29,000,000 minutes after the epoch.
+        assert_eq!(
+            cronjob["scheduled_time"], "2025-02-19T21:20:00.000000000Z",
+            "{what}: scheduled time"
+        );
+    }
+    let exited = events
+        .iter()
+        .find(|e| e["container_exited"]["container"]["id"] == job_id.as_str())
+        .unwrap_or_else(|| panic!("{}", dump("no container_exited stored")));
+    assert_eq!(exited["node"], NODE);
+    assert_eq!(exited["container_exited"]["exit_code"], 3);
+
+    // SIGTERM through CRI, as at a rollout: the sensor stops on its own.
+    rt.block_on(cri.remove_pod(&sandbox));
+    rt.block_on(cri.remove_pod(&sensor_sandbox));
+}
