@@ -266,3 +266,4 @@ impl Drop for KillOnDrop {
 
 pub mod containerd;
 pub mod image;
+pub mod stack;

@@ -3,106 +3,23 @@
 //! CronJob-style pod's events read back through the collector and the CLI.
 
 use std::{
-    io::{BufRead, BufReader},
     path::Path,
-    process::{Command, Stdio},
-    sync::mpsc,
+    process::Command,
     time::{Duration, Instant},
 };
 
 use jobwatch_tests::{
-    KillOnDrop, TempDir, binary,
+    TempDir, binary,
     containerd::{ContainerSpec, Containerd, cronjob_pod},
     privileged,
+    stack::{cli_json, start_collector, start_sensor},
 };
-
-fn wait_path(path: &Path, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while !path.exists() {
-        assert!(
-            Instant::now() < deadline,
-            "{} never appeared",
-            path.display()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn start_collector(bin: &Path, db: &Path, socket: &Path) -> KillOnDrop {
-    let child = Command::new(bin)
-        .arg("--db")
-        .arg(db)
-        .arg("--socket")
-        .arg(socket)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("collector starts");
-    wait_path(socket, Duration::from_secs(20));
-    KillOnDrop(child)
-}
-
-/// Starts the sensor reporting to `collector`; returns when it runs.
-fn start_sensor(bin: &Path, dir: &Path, collector: &Path, extra: &str) -> KillOnDrop {
-    let config = dir.join("sensor.toml");
-    std::fs::write(
-        &config,
-        format!(
-            "stdout_json = false\nnode_name = \"node-e2e\"\n{extra}\n[api]\nsocket = \"{}\"\n\
-             [report]\nsocket = \"{}\"\n",
-            dir.join("sensor.sock").display(),
-            collector.display()
-        ),
-    )
-    .expect("config");
-    let mut child = Command::new(bin)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sensor starts");
-    let stderr = child.stderr.take().expect("stderr");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) if line.contains("sensor running") => break,
-            Ok(_) => {}
-            Err(_) => panic!("the sensor did not start"),
-        }
-    }
-    // Keep draining its logs so it never blocks on a full pipe.
-    std::thread::spawn(move || while rx.recv().is_ok() {});
-    KillOnDrop(child)
-}
 
 /// Stored events through the CLI, as JSON lines.
 fn query(cli: &Path, collector: &Path, args: &[&str]) -> Vec<serde_json::Value> {
-    let out = Command::new(cli)
-        .arg("--collector")
-        .arg(collector)
-        .args(["events", "-o", "json", "--limit", "100000"])
-        .args(args)
-        .output()
-        .expect("jobwatch events");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("json line"))
-        .collect()
+    let mut all = vec!["events", "-o", "json", "--limit", "100000"];
+    all.extend_from_slice(args);
+    cli_json(cli, collector, &all)
 }
 
 fn created_paths(events: &[serde_json::Value], prefix: &str) -> usize {
@@ -130,7 +47,7 @@ fn reports_survive_a_collector_restart_with_exact_counts() {
     let work = TempDir::new("e2e-files");
     let db = dir.join("collector.db");
     let socket = dir.join("collector.sock");
-    let mut collector = start_collector(&collector_bin, &db, &socket);
+    let mut collector = start_collector(&collector_bin, &db, &socket, &[]);
     let prefix = format!("{}/", work.path().display());
     let _sensor = start_sensor(
         &sensor_bin,
@@ -152,7 +69,7 @@ fn reports_survive_a_collector_restart_with_exact_counts() {
     for i in 0..DURING {
         std::fs::write(work.join(&format!("b{i}")), b"").expect("create");
     }
-    collector = start_collector(&collector_bin, &db, &socket);
+    collector = start_collector(&collector_bin, &db, &socket, &[]);
 
     let deadline = Instant::now() + Duration::from_secs(30);
     let events = loop {
@@ -195,7 +112,7 @@ fn cronjob_pod_is_read_back_through_the_collector_and_the_cli() {
     let ctd = Containerd::start();
     let dir = TempDir::new("e2e-pod");
     let socket = dir.join("collector.sock");
-    let _collector = start_collector(&collector_bin, &dir.join("collector.db"), &socket);
+    let _collector = start_collector(&collector_bin, &dir.join("collector.db"), &socket, &[]);
     let _sensor = start_sensor(
         &sensor_bin,
         dir.path(),

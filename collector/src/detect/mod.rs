@@ -552,7 +552,10 @@ impl Engine {
                 }
             }
             if let Some((kind, msg)) = hit {
-                let key = format!("{i}|{}|{kind}", proc_.parent_exec_id);
+                let key = format!(
+                    "{i}|{}|{}|{}|{kind}",
+                    event.node, chain.container_id, proc_.parent_exec_id
+                );
                 if kind == "download_piped_to_shell" && !self.first_time(key) {
                     continue;
                 }
@@ -760,9 +763,12 @@ impl Engine {
             }
         }
 
-        // Rule 8: files a CronJob creates.
-        let item = vec![format!("file {}", names::normalize_path(&f.path))];
-        self.baseline(stored, &chain, &item, finding, out, findings);
+        // Rule 8: files a CronJob creates, by processes it executed (not the runtime's setup
+        // of the container, whose paths are the host's and differ in every run).
+        if self.processes.get(&proc_.exec_id).is_some() {
+            let item = vec![format!("file {}", names::normalize_path(&f.path))];
+            self.baseline(stored, &chain, &item, finding, out, findings);
+        }
     }
 
     /// A finding as an alert, unless an exception covers it.

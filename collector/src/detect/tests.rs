@@ -560,6 +560,13 @@ fn a_cronjob_baseline_learns_two_runs_then_names_what_is_new() {
         let at = Place::new("ops", "backup", &format!("backup-{minute}"));
         let out = e.observe(&[
             ev.created(&at, non_root()),
+            // The runtime prepares the container: not the CronJob's doing.
+            ev.file(
+                Some(&at),
+                "runc-init",
+                pb::FileOperation::Create,
+                &format!("/run/containerd/k8s.io/{n}/rootfs/dev"),
+            ),
             ev.exec(
                 Some(&at),
                 &format!("r{n}a"),
