@@ -77,8 +77,11 @@ pub fn run(workspace_root: &Path, args: &[OsString]) -> Result<ExitCode> {
     };
     eprintln!(
         "==> events are stored by the collector ({}); watch them with:\n    {} --collector \
-         {COLLECTOR_SOCKET} events --follow\n    {} events --follow   (straight from the sensor)",
+         {COLLECTOR_SOCKET} events --follow\n    {} events --follow   (straight from the sensor)\n\
+         ==> and the T1053.007 detections with:\n    {} --collector {COLLECTOR_SOCKET} alerts \
+         --follow",
         db.display(),
+        cli_bin.display(),
         cli_bin.display(),
         cli_bin.display()
     );

@@ -435,6 +435,8 @@ impl Engine {
                     children: VecDeque::new(),
                 },
             );
+        }
+        if chain.is_container() {
             self.new_workload(stored, event, &chain, out, findings);
         }
         let me = pb::AlertProcess {
