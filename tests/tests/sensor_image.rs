@@ -103,6 +103,8 @@ struct DaemonSetPod {
     env: Vec<(String, String)>,
     mounts: Vec<VolumeMount>,
     image: String,
+    add_capabilities: Vec<String>,
+    drop_capabilities: Vec<String>,
 }
 
 /// One volumeMount with its volume.
@@ -176,6 +178,8 @@ fn daemonset_pod() -> DaemonSetPod {
         env,
         mounts,
         image: c["image"].as_str().expect("image").to_string(),
+        add_capabilities: Vec::new(),
+        drop_capabilities: Vec::new(),
     }
 }
 
@@ -303,6 +307,42 @@ fn sensor_image_under_containerd_reports_a_cronjob_pods_execs_and_files() {
     if !privileged("sensor_image_under_containerd_reports_a_cronjob_pods_execs_and_files") {
         return;
     }
+    let pod_template = daemonset_pod();
+    assert!(pod_template.host_pid && pod_template.privileged);
+    run_sensor_image_and_check_a_cronjob_pod(&pod_template);
+}
+
+/// The same with deploy/variants/least-privilege/: no `privileged`, only the capabilities it
+/// lists (everything else dropped), /proc and /sys masked and read-only as for any container.
+#[test]
+fn least_privilege_sensor_image_reports_a_cronjob_pods_execs_and_files() {
+    if !privileged("least_privilege_sensor_image_reports_a_cronjob_pods_execs_and_files") {
+        return;
+    }
+    let mut pod_template = daemonset_pod();
+    let patch = manifest("deploy/variants/least-privilege/sensor-capabilities.yaml");
+    let security = &patch["spec"]["template"]["spec"]["containers"][0]["securityContext"];
+    let names = |list: &Value| -> Vec<String> {
+        list.as_array()
+            .map(|l| {
+                l.iter()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    pod_template.privileged = security["privileged"].as_bool().unwrap_or(true);
+    pod_template.add_capabilities = names(&security["capabilities"]["add"]);
+    pod_template.drop_capabilities = names(&security["capabilities"]["drop"]);
+    assert!(!pod_template.privileged);
+    assert_eq!(pod_template.drop_capabilities, vec!["ALL".to_string()]);
+    assert!(pod_template.add_capabilities.contains(&"BPF".to_string()));
+    run_sensor_image_and_check_a_cronjob_pod(&pod_template);
+}
+
+/// Builds and imports the sensor image, runs it as `pod_template` says with a collector on the
+/// host, runs a CronJob-style pod and checks what the collector stored.
+fn run_sensor_image_and_check_a_cronjob_pod(pod_template: &DaemonSetPod) {
     let (sensor_bin, collector_bin, cli) = (
         binary("jobwatch-sensor", "sensor"),
         binary("jobwatch-collector", "collector"),
@@ -323,13 +363,11 @@ fn sensor_image_under_containerd_reports_a_cronjob_pods_execs_and_files() {
         image.tarball.display(),
         image.size
     );
-    let pod_template = daemonset_pod();
     assert_eq!(
         format!("docker.io/{}", pod_template.image),
         image.reference,
         "the DaemonSet runs the image xtask builds"
     );
-    assert!(pod_template.host_pid && pod_template.privileged);
 
     let ctd = Containerd::start();
     import_image(&ctd, &image.tarball, &image.reference);
@@ -395,6 +433,8 @@ fn sensor_image_under_containerd_reports_a_cronjob_pods_execs_and_files() {
         image: image.reference.clone(),
         args: pod_template.args.clone(),
         privileged: pod_template.privileged,
+        add_capabilities: pod_template.add_capabilities.clone(),
+        drop_capabilities: pod_template.drop_capabilities.clone(),
         run_as_user: Some(0),
         run_as_group: Some(0),
         readonly_rootfs: pod_template.readonly_rootfs,
