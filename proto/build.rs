@@ -3,6 +3,9 @@
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("cargo:rerun-if-changed=jobwatch/v1/jobwatch.proto");
-    tonic_prost_build::configure().compile_protos(&["jobwatch/v1/jobwatch.proto"], &["."])?;
+    // Undecodable requests are the client's fault: InvalidArgument, not tonic's Internal.
+    tonic_prost_build::configure()
+        .codec_path("crate::codec::StrictCodec")
+        .compile_protos(&["jobwatch/v1/jobwatch.proto"], &["."])?;
     Ok(())
 }

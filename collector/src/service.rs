@@ -118,7 +118,13 @@ async fn report_loop(
             Ok(Some(b)) => b,
             Ok(None) => return,
             Err(status) => {
+                // A frame that does not decode is InvalidArgument (jobwatch's codec): say so
+                // to the sender. Nothing of it was stored.
                 tracing::debug!(%status, "report stream ended");
+                if status.code() == tonic::Code::InvalidArgument {
+                    Counters::add(&c.rejected_batches, 1);
+                    let _ = tx.send(Err(status)).await;
+                }
                 return;
             }
         };

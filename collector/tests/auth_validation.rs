@@ -111,3 +111,100 @@ async fn malformed_batches_are_refused_whole() {
     drop(c);
     h.stop().await;
 }
+
+/// Sends bytes as they are and reads bytes back: a client that speaks garbage.
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+    fn decoder(&mut self) -> RawCodec {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+#[tokio::test]
+async fn a_garbage_report_frame_is_an_invalid_argument_and_stores_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), |_| {}).await;
+    let mut c = h.client().await;
+    // Field 3 (events) claims 100 bytes and has 2.
+    let garbage = vec![0x1a, 100, 0x08, 0x01];
+    let channel = {
+        let path = h.socket.clone();
+        tonic::transport::Endpoint::try_from("http://[::]:50051")
+            .expect("endpoint")
+            .connect_with_connector(tower::service_fn(move |_| {
+                let p = path.clone();
+                async move {
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                        tokio::net::UnixStream::connect(p).await?,
+                    ))
+                }
+            }))
+            .await
+            .expect("connect")
+    };
+    let mut raw = tonic::client::Grpc::new(channel);
+    raw.ready().await.expect("ready");
+    let path =
+        tonic::codegen::http::uri::PathAndQuery::from_static("/jobwatch.v1.Collector/Report");
+    let frames = tokio_stream::iter(vec![garbage]);
+    let mut acks = raw
+        .streaming(tonic::Request::new(frames), path, RawCodec)
+        .await
+        .expect("the stream opens")
+        .into_inner();
+    let e = acks.message().await.expect_err("refused");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .starts_with("the message does not decode as ReportBatch: "),
+        "{}",
+        e.message()
+    );
+    assert_eq!(counter(&mut c, "rejected_batches").await, 1);
+    assert_eq!(counter(&mut c, "events_stored").await, 0);
+    // The next sensor is served as usual.
+    let acks = report(
+        &mut c,
+        vec![batch("run-1", vec![exec(1, "/bin/true", None)])],
+        None,
+    )
+    .await
+    .expect("valid report");
+    assert_eq!(acks[0].seq, 1);
+    drop(c);
+    h.stop().await;
+}

@@ -5,4 +5,5 @@ pub mod v1 {
     tonic::include_proto!("jobwatch.v1");
 }
 
+pub mod codec;
 pub mod filter;

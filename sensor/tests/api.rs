@@ -927,8 +927,8 @@ async fn malformed_requests() {
         .expect_err("long id");
     assert_eq!(e.code(), Code::InvalidArgument);
 
-    // Not protobuf: a length-delimited field 1 that claims 5 bytes and has 1. tonic-prost
-    // answers decode failures with INTERNAL, as the gRPC status code guide says.
+    // Not protobuf: a length-delimited field 1 that claims 5 bytes and has 1. jobwatch's codec
+    // answers what does not decode with INVALID_ARGUMENT (tonic-prost would say INTERNAL).
     let mut raw = tonic::client::Grpc::new(fx.channel().await);
     raw.ready().await.expect("ready");
     let path =
@@ -937,7 +937,13 @@ async fn malformed_requests() {
         .unary(tonic::Request::new(vec![0x0a, 0x05, b'a']), path, RawCodec)
         .await
         .expect_err("garbage");
-    assert_eq!(e.code(), Code::Internal, "{e:?}");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message()
+            .starts_with("the message does not decode as GetContainerRequest: "),
+        "{}",
+        e.message()
+    );
 
     // Larger than the 1 MiB limit (tonic answers OUT_OF_RANGE).
     let mut raw = tonic::client::Grpc::new(fx.channel().await);

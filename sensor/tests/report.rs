@@ -62,6 +62,7 @@ struct Fake {
 impl Collector for Fake {
     type ReportStream = ReceiverStream<Result<pb::ReportAck, Status>>;
     type StreamEventsStream = ReceiverStream<Result<pb::StoredEvent, Status>>;
+    type StreamAlertsStream = ReceiverStream<Result<pb::Alert, Status>>;
 
     async fn report(
         &self,
@@ -125,6 +126,20 @@ impl Collector for Fake {
         &self,
         _: Request<pb::CollectorStatusRequest>,
     ) -> Result<Response<pb::CollectorStatus>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn list_alerts(
+        &self,
+        _: Request<pb::ListAlertsRequest>,
+    ) -> Result<Response<pb::ListAlertsResponse>, Status> {
+        Err(Status::unimplemented("fake"))
+    }
+
+    async fn stream_alerts(
+        &self,
+        _: Request<pb::StreamAlertsRequest>,
+    ) -> Result<Response<Self::StreamAlertsStream>, Status> {
         Err(Status::unimplemented("fake"))
     }
 }
