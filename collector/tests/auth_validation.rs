@@ -3,6 +3,7 @@
 mod common;
 
 use common::*;
+use jobwatch_proto::codec::RawCodec;
 use jobwatch_proto::v1 as pb;
 
 #[tokio::test]
@@ -112,48 +113,6 @@ async fn malformed_batches_are_refused_whole() {
     h.stop().await;
 }
 
-/// Sends bytes as they are and reads bytes back: a client that speaks garbage.
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
-    }
-}
-
 #[tokio::test]
 async fn a_garbage_report_frame_is_an_invalid_argument_and_stores_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -161,21 +120,7 @@ async fn a_garbage_report_frame_is_an_invalid_argument_and_stores_nothing() {
     let mut c = h.client().await;
     // Field 3 (events) claims 100 bytes and has 2.
     let garbage = vec![0x1a, 100, 0x08, 0x01];
-    let channel = {
-        let path = h.socket.clone();
-        tonic::transport::Endpoint::try_from("http://[::]:50051")
-            .expect("endpoint")
-            .connect_with_connector(tower::service_fn(move |_| {
-                let p = path.clone();
-                async move {
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                        tokio::net::UnixStream::connect(p).await?,
-                    ))
-                }
-            }))
-            .await
-            .expect("connect")
-    };
+    let channel = h.channel().await;
     let mut raw = tonic::client::Grpc::new(channel);
     raw.ready().await.expect("ready");
     let path =

@@ -9,6 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
+use jobwatch_proto::codec::RawCodec;
 use jobwatch_proto::v1::{self as pb, sensor_client::SensorClient};
 use sensor::{
     api::{
@@ -841,50 +842,6 @@ async fn status() {
         .await
         .expect("stream ends at shutdown");
     assert!(matches!(end, Ok(None)), "{end:?}");
-}
-
-/// Bytes in, bytes out: to send what no well-behaved client would.
-#[derive(Clone, Copy, Default)]
-struct RawCodec;
-
-impl tonic::codec::Codec for RawCodec {
-    type Encode = Vec<u8>;
-    type Decode = Vec<u8>;
-    type Encoder = RawCodec;
-    type Decoder = RawCodec;
-    fn encoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-    fn decoder(&mut self) -> RawCodec {
-        RawCodec
-    }
-}
-
-impl tonic::codec::Encoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn encode(
-        &mut self,
-        item: Vec<u8>,
-        dst: &mut tonic::codec::EncodeBuf<'_>,
-    ) -> Result<(), tonic::Status> {
-        use bytes::BufMut;
-        dst.put_slice(&item);
-        Ok(())
-    }
-}
-
-impl tonic::codec::Decoder for RawCodec {
-    type Item = Vec<u8>;
-    type Error = tonic::Status;
-    fn decode(
-        &mut self,
-        src: &mut tonic::codec::DecodeBuf<'_>,
-    ) -> Result<Option<Vec<u8>>, tonic::Status> {
-        use bytes::Buf;
-        let v = src.copy_to_bytes(src.remaining()).to_vec();
-        Ok(Some(v))
-    }
 }
 
 #[tokio::test]

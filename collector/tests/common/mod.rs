@@ -55,8 +55,13 @@ impl Harness {
 
     /// A client over the Unix socket.
     pub async fn client(&self) -> CollectorClient<Channel> {
+        CollectorClient::new(self.channel().await)
+    }
+
+    /// A channel over the Unix socket.
+    pub async fn channel(&self) -> Channel {
         let path = self.socket.clone();
-        let channel = Endpoint::try_from("http://[::]:50051")
+        Endpoint::try_from("http://[::]:50051")
             .expect("endpoint")
             .connect_with_connector(tower::service_fn(move |_| {
                 let p = path.clone();
@@ -67,8 +72,7 @@ impl Harness {
                 }
             }))
             .await
-            .expect("connect to the collector");
-        CollectorClient::new(channel)
+            .expect("connect to the collector")
     }
 }
 
