@@ -119,6 +119,8 @@ pub struct Engine {
     baselines: Baselines,
     seen: HashSet<String>,
     fired: Bounded<String, ()>,
+    /// Some rule looks at host processes (scope `all`); else host events are skipped at once.
+    host_rules: bool,
     /// Counters.
     pub counters: EngineCounters,
 }
@@ -134,6 +136,7 @@ impl Engine {
             baselines.load_item(c, i);
         }
         Engine {
+            host_rules: rules.rules.iter().any(|r| r.scope == Scope::All),
             rules,
             containers: Bounded::new(MAX_CONTAINERS),
             processes: Bounded::new(MAX_PROCESSES),
@@ -407,7 +410,9 @@ impl Engine {
     ) {
         let chain = match &e.container {
             Some(c) => Chain::of_ref(&event.node, c),
-            None => Chain::host(&event.node),
+            None if self.host_rules => Chain::host(&event.node),
+            // The cheap path of most of a node's events.
+            None => return,
         };
         let proc_ = e.process.clone().unwrap_or_default();
         let exe = names::exe_path(e);
@@ -659,7 +664,8 @@ impl Engine {
     ) {
         let chain = match &f.container {
             Some(c) => Chain::of_ref(&event.node, c),
-            None => Chain::host(&event.node),
+            None if self.host_rules => Chain::host(&event.node),
+            None => return,
         };
         let proc_ = f.process.clone().unwrap_or_default();
         if chain.is_container() {
