@@ -7,11 +7,14 @@
 //! exec and file creation, attribute them to container, pod, Job and CronJob, and report them
 //! to a collector on the host.
 //!
-//! What differs from a cluster, and why: the collector is reached over a Unix socket in a
-//! mounted directory instead of TLS over the pod network (no Service here); containerd's socket
-//! and the API socket directory are the test's own (other sensors and containerds run on this
-//! machine); the health and metrics ports are free loopback ports (pods here share the host
-//! network namespace, where the DaemonSet's ports may be taken).
+//! The sensor reports over mutual TLS as the ConfigMap says, to a collector on the host that
+//! runs with the collector's ConfigMap (`collector.toml` and `rules.yaml`); the certificates
+//! are made with the openssl commands of deploy/README.md and mounted where the Secrets would
+//! be. What differs from a cluster, and why: the collector's address is `localhost:<port>`
+//! instead of the Service's name (no cluster DNS here); containerd's socket and the API socket
+//! directory are the test's own (other sensors and containerds run on this machine); ports are
+//! free loopback ports (pods here share the host network namespace, where the manifests' ports
+//! may be taken).
 
 use std::{
     collections::BTreeMap,
@@ -30,8 +33,6 @@ use serde_json::Value;
 
 /// The node name the downward API would give (`spec.nodeName`).
 const NODE: &str = "node-image-e2e";
-/// Where the collector's socket directory is mounted in the sensor's container.
-const COLLECTOR_DIR_IN_CONTAINER: &str = "/run/jobwatch-collector";
 
 fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -55,36 +56,91 @@ fn configmap_sensor_toml() -> String {
 }
 
 /// The ConfigMap's configuration with the test's differences (see the module docs): the
-/// `[report]` table points at the collector's socket, health and metrics listen on free
-/// loopback ports.
-fn test_sensor_toml(health_port: u16, metrics_port: u16) -> String {
-    let original = configmap_sensor_toml();
+/// collector at `localhost:<collector_port>`, health and metrics on free loopback ports.
+fn test_sensor_toml(collector_port: u16, health_port: u16, metrics_port: u16) -> String {
     let mut out = String::new();
-    let mut in_report = false;
-    for line in original.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with('[') {
-            in_report = trimmed == "[report]";
-            if in_report {
-                continue;
+    for line in configmap_sensor_toml().lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        match key {
+            "health_address" => {
+                out.push_str(&format!("health_address = \"127.0.0.1:{health_port}\"\n"));
+            }
+            "metrics_address" => {
+                out.push_str(&format!("metrics_address = \"127.0.0.1:{metrics_port}\"\n"));
+            }
+            "address" => {
+                out.push_str(&format!(
+                    "address = \"https://localhost:{collector_port}\"\n"
+                ));
+            }
+            _ => {
+                out.push_str(line);
+                out.push('\n');
             }
         }
-        if in_report {
-            continue;
-        }
-        if trimmed.starts_with("health_address") {
-            out.push_str(&format!("health_address = \"127.0.0.1:{health_port}\"\n"));
-        } else if trimmed.starts_with("metrics_address") {
-            out.push_str(&format!("metrics_address = \"127.0.0.1:{metrics_port}\"\n"));
-        } else {
-            out.push_str(line);
-            out.push('\n');
+    }
+    out
+}
+
+/// The collector ConfigMap's `collector.toml` with this test's paths and ports: database,
+/// socket and TLS files under `dir`, the TLS listener on `127.0.0.1:<port>`.
+fn test_collector_toml(dir: &Path, tls_dir: &Path, port: u16, metrics_port: u16) -> String {
+    let configmap = manifest("deploy/base/collector/configmap.yaml");
+    let original = configmap["data"]["collector.toml"]
+        .as_str()
+        .expect("the collector ConfigMap has a collector.toml key");
+    let mut out = String::new();
+    for line in original.lines() {
+        let key = line.split('=').next().unwrap_or("").trim();
+        let value = match key {
+            "db_path" => Some(dir.join("collector.db").display().to_string()),
+            "socket" => Some(dir.join("collector.sock").display().to_string()),
+            "listen_address" => Some(format!("127.0.0.1:{port}")),
+            "metrics_address" => Some(format!("127.0.0.1:{metrics_port}")),
+            "tls_cert" => Some(tls_dir.join("tls.crt").display().to_string()),
+            "tls_key" => Some(tls_dir.join("tls.key").display().to_string()),
+            "tls_client_ca" => Some(tls_dir.join("ca.crt").display().to_string()),
+            _ => None,
+        };
+        match value {
+            Some(value) => out.push_str(&format!("{key} = \"{value}\"\n")),
+            None => {
+                out.push_str(line);
+                out.push('\n');
+            }
         }
     }
-    out.push_str(&format!(
-        "\n[report]\nsocket = \"{COLLECTOR_DIR_IN_CONTAINER}/collector.sock\"\n"
-    ));
     out
+}
+
+/// A CA, a server certificate for `localhost` and a client certificate, made with the openssl
+/// commands of deploy/README.md ("TLS"), laid out as the two Secrets hold them:
+/// `<dir>/collector/{tls.crt,tls.key,ca.crt}` and `<dir>/sensor/{tls.crt,tls.key,ca.crt}`.
+fn make_certificates(dir: &Path) {
+    let script = r#"set -e
+openssl req -x509 -newkey rsa:3072 -nodes -days 825 -subj /CN=jobwatch-ca -keyout ca.key -out ca.crt
+openssl req -newkey rsa:3072 -nodes -subj /CN=jobwatch-collector -keyout collector.key -out collector.csr
+openssl x509 -req -in collector.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 -out collector.crt \
+  -extfile <(printf 'subjectAltName=DNS:localhost,DNS:jobwatch-collector.jobwatch.svc\nextendedKeyUsage=serverAuth')
+openssl req -newkey rsa:3072 -nodes -subj /CN=jobwatch-sensor -keyout sensor.key -out sensor.csr
+openssl x509 -req -in sensor.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 825 -out sensor.crt \
+  -extfile <(printf 'extendedKeyUsage=clientAuth')
+mkdir -p collector sensor
+cp collector.crt collector/tls.crt; cp collector.key collector/tls.key; cp ca.crt collector/ca.crt
+cp sensor.crt sensor/tls.crt; cp sensor.key sensor/tls.key; cp ca.crt sensor/ca.crt
+"#;
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "openssl (deploy/README.md's commands): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn free_port() -> u16 {
@@ -214,12 +270,20 @@ fn import_image(ctd: &Containerd, tarball: &Path, reference: &str) {
     );
 }
 
-fn start_collector(bin: &Path, db: &Path, socket: &Path) -> KillOnDrop {
+/// Starts the collector as the Deployment does (`--config`, `--rules`); returns once its Unix
+/// socket exists and its TLS port accepts connections.
+fn start_collector(
+    bin: &Path,
+    config: &Path,
+    rules: &Path,
+    socket: &Path,
+    port: u16,
+) -> KillOnDrop {
     let child = Command::new(bin)
-        .arg("--db")
-        .arg(db)
-        .arg("--socket")
-        .arg(socket)
+        .arg("--config")
+        .arg(config)
+        .arg("--rules")
+        .arg(rules)
         .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -227,10 +291,10 @@ fn start_collector(bin: &Path, db: &Path, socket: &Path) -> KillOnDrop {
         .expect("collector starts");
     let collector = KillOnDrop(child);
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !socket.exists() {
+    while !socket.exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
         assert!(
             Instant::now() < deadline,
-            "the collector's socket never appeared"
+            "the collector's socket or TLS port never appeared"
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -297,7 +361,7 @@ fn the_configmap_parses_with_the_sensors_parser() {
             "/etc/jobwatch/sensor.toml".to_string()
         ]
     );
-    let test_config = test_sensor_toml(1, 2);
+    let test_config = test_sensor_toml(1, 2, 3);
     sensor::config::Config::from_toml(&test_config)
         .unwrap_or_else(|e| panic!("the test's variant of the config: {e}\n{test_config}"));
 }
@@ -372,11 +436,43 @@ fn run_sensor_image_and_check_a_cronjob_pod(pod_template: &DaemonSetPod) {
     let ctd = Containerd::start();
     import_image(&ctd, &image.tarball, &image.reference);
 
-    // The collector, on the host.
+    // Certificates as deploy/README.md makes them, in the two Secrets' layout.
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    make_certificates(&tls);
+
+    // The collector, on the host, with its ConfigMap's collector.toml and rules.yaml.
     let collector_dir = dir.join("collector");
     std::fs::create_dir_all(&collector_dir).expect("collector dir");
     let collector_socket = collector_dir.join("collector.sock");
-    let _collector = start_collector(&collector_bin, &dir.join("collector.db"), &collector_socket);
+    let collector_port = free_port();
+    let collector_config = collector_dir.join("collector.toml");
+    std::fs::write(
+        &collector_config,
+        test_collector_toml(
+            &collector_dir,
+            &tls.join("collector"),
+            collector_port,
+            free_port(),
+        ),
+    )
+    .expect("write collector.toml");
+    let rules = collector_dir.join("rules.yaml");
+    let collector_configmap = manifest("deploy/base/collector/configmap.yaml");
+    std::fs::write(
+        &rules,
+        collector_configmap["data"]["rules.yaml"]
+            .as_str()
+            .expect("the collector ConfigMap has a rules.yaml key"),
+    )
+    .expect("write rules.yaml");
+    let _collector = start_collector(
+        &collector_bin,
+        &collector_config,
+        &rules,
+        &collector_socket,
+        collector_port,
+    );
 
     // The ConfigMap and the Secret as the kubelet would project them.
     let config_dir = dir.join("configmap");
@@ -384,11 +480,10 @@ fn run_sensor_image_and_check_a_cronjob_pod(pod_template: &DaemonSetPod) {
     let (health_port, metrics_port) = (free_port(), free_port());
     std::fs::write(
         config_dir.join("sensor.toml"),
-        test_sensor_toml(health_port, metrics_port),
+        test_sensor_toml(collector_port, health_port, metrics_port),
     )
     .expect("write sensor.toml");
-    let secret_dir = dir.join("secret");
-    std::fs::create_dir_all(&secret_dir).expect("secret dir");
+    let secret_dir = tls.join("sensor");
     let api_dir = dir.join("run-jobwatch");
     std::fs::create_dir_all(&api_dir).expect("api dir");
 
@@ -404,11 +499,6 @@ fn run_sensor_image_and_check_a_cronjob_pod(pod_template: &DaemonSetPod) {
         };
         host_mounts.push((source, mount.mount_path.clone(), mount.readonly));
     }
-    host_mounts.push((
-        collector_dir.clone(),
-        COLLECTOR_DIR_IN_CONTAINER.to_string(),
-        false,
-    ));
 
     let rt = jobwatch_tests::runtime();
     let mut cri = rt.block_on(ctd.cri());
