@@ -11,18 +11,21 @@
 
 # --- build: the release binaries (the eBPF object is built and embedded by sensor/build.rs) ---
 FROM rust:1.95-bookworm AS build
-# LLVM 22 for bpf-linker comes from apt.llvm.org on bookworm; `cargo xtask setup` installs the
-# rest (protoc, bpf-linker, rust-src) exactly as on a development machine.
+# What `cargo xtask setup` installs for building (xtask/src/setup.rs, BUILD_APT_PACKAGES and
+# bpf-linker; a unit test keeps this list in step): LLVM 22 comes from apt.llvm.org on bookworm.
 RUN apt-get update \
  && apt-get install -y --no-install-recommends ca-certificates gnupg wget \
  && wget -qO /etc/apt/trusted.gpg.d/apt.llvm.org.asc https://apt.llvm.org/llvm-snapshot.gpg.key \
  && echo "deb http://apt.llvm.org/bookworm/ llvm-toolchain-bookworm-22 main" \
       > /etc/apt/sources.list.d/llvm-22.list \
+ && apt-get update \
+ && apt-get install -y --no-install-recommends llvm-22-dev libpolly-22-dev libzstd-dev zlib1g-dev protobuf-compiler \
  && rm -rf /var/lib/apt/lists/*
+RUN rustup component add rust-src \
+ && PATH=/usr/lib/llvm-22/bin:$PATH cargo install bpf-linker --version ^0.13 --no-default-features --features llvm-22
 WORKDIR /src
 COPY . .
-RUN cargo xtask setup \
- && cargo build --release --package jobwatch-sensor --bin sensor \
+RUN cargo build --release --package jobwatch-sensor --bin sensor \
       --package jobwatch-collector --bin collector --package jobwatch-cli --bin jobwatch \
  && strip --strip-debug target/release/sensor target/release/collector target/release/jobwatch
 

@@ -178,6 +178,48 @@ mod tests {
         assert!(stages("FROM a b c d").is_err());
     }
 
+    /// The build stage installs what `cargo xtask setup` installs for building.
+    #[test]
+    fn dockerfile_build_stage_installs_what_setup_installs_for_building() {
+        use crate::setup::{
+            BPF_LINKER_FEATURES, BPF_LINKER_VERSION, BUILD_APT_PACKAGES, Kind, LLVM_BIN_DIR,
+            REQUIREMENTS,
+        };
+        let path = crate::workspace_root().join("Dockerfile");
+        let text = std::fs::read_to_string(&path)
+            .unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+        let build: String = instructions(&text)
+            .into_iter()
+            .skip_while(|i| !i.ends_with("AS build"))
+            .take_while(|i| !i.starts_with("FROM ") || i.ends_with("AS build"))
+            .collect::<Vec<_>>()
+            .join("\n");
+        let words: Vec<&str> = build.split_whitespace().collect();
+        for package in BUILD_APT_PACKAGES {
+            assert!(
+                REQUIREMENTS
+                    .iter()
+                    .any(|r| matches!(r.kind, Kind::Apt(p) if p == *package)),
+                "{package} is not a setup requirement"
+            );
+            assert!(
+                words.contains(package),
+                "the build stage does not install {package}"
+            );
+        }
+        for expected in [
+            format!("PATH={LLVM_BIN_DIR}:$PATH"),
+            format!("--version {BPF_LINKER_VERSION}"),
+            format!("--features {BPF_LINKER_FEATURES}"),
+            "rustup component add rust-src".to_string(),
+        ] {
+            assert!(
+                build.contains(&expected),
+                "the build stage lacks `{expected}`"
+            );
+        }
+    }
+
     /// The Dockerfile and `cargo xtask image` describe the same images.
     #[test]
     fn dockerfile_describes_the_images_xtask_builds() {

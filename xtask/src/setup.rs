@@ -105,6 +105,16 @@ pub const REQUIREMENTS: &[Requirement] = &[
     },
 ];
 
+/// The apt packages of [`REQUIREMENTS`] that building the binaries needs (the rest are for
+/// testing); the `Dockerfile`'s build stage installs exactly these.
+pub const BUILD_APT_PACKAGES: &[&str] = &[
+    "llvm-22-dev",
+    "libpolly-22-dev",
+    "libzstd-dev",
+    "zlib1g-dev",
+    "protobuf-compiler",
+];
+
 /// bpf-linker's version requirement and features: 0.13 supports LLVM 21 to 23.
 pub const BPF_LINKER_VERSION: &str = "^0.13";
 pub const BPF_LINKER_FEATURES: &str = "llvm-22";
