@@ -37,7 +37,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use jobwatch_proto::v1::{self as pb, collector_client::CollectorClient};
+use jobwatch_proto::v1 as pb;
 use prost::Message;
 use tokio::{sync::Notify, time::Instant};
 use tokio_util::sync::CancellationToken;
@@ -57,6 +57,8 @@ pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_millis(50);
 /// Default for [`ReporterSettings::max_backoff`].
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
+/// The `Report` method of `jobwatch.v1.Collector`.
+const REPORT_PATH: &str = "/jobwatch.v1.Collector/Report";
 /// Smallest buffer the reporter accepts (smaller settings are raised to it).
 const MIN_BUFFER_EVENTS: usize = 4;
 /// A batch stops growing past this many encoded bytes (a single larger event is sent alone),
@@ -209,9 +211,9 @@ pub struct ReporterStats {
     pub buffered: usize,
 }
 
-/// One buffered record.
+/// One buffered record. Shared with the batch being written, so sending copies no event.
 struct Entry {
-    event: pb::Event,
+    event: Arc<pb::Event>,
     /// An event the sensor generated, as opposed to a loss record the reporter made.
     real: bool,
 }
@@ -243,7 +245,7 @@ impl Buffer {
                 i += 1;
             }
             if let Some(entry) = self.sent.get_mut(i) {
-                entry.event = loss_record(&entry.event, 1);
+                entry.event = Arc::new(loss_record(&entry.event, 1));
                 entry.real = false;
                 self.sent_real -= 1;
                 self.first_real = i + 1;
@@ -290,29 +292,34 @@ impl Buffer {
     }
 
     /// The next batch (at most `max` records) for a stream that has sent `sent[..*cursor]`.
-    /// Returns the events and how many of them are re-sends.
-    fn take_batch(&mut self, cursor: &mut usize, max: usize) -> (Vec<pb::Event>, usize) {
+    /// Returns the events and how many of them are re-sends. The events are shared with the
+    /// buffer (no copy); each one's encoded length is computed once, here.
+    fn take_batch(&mut self, cursor: &mut usize, max: usize) -> (Vec<Arc<pb::Event>>, usize) {
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        let fits = |out: &Vec<pb::Event>, bytes: usize, e: &pb::Event| {
-            out.len() < max && (out.is_empty() || bytes + e.encoded_len() <= MAX_BATCH_BYTES)
+        // Whether an event of `len` encoded bytes still fits (a first event always does).
+        let fits = |out: &Vec<Arc<pb::Event>>, bytes: usize, len: usize| {
+            out.len() < max && (out.is_empty() || bytes + len <= MAX_BATCH_BYTES)
         };
         while let Some(entry) = self.sent.get(*cursor) {
-            if !fits(&out, bytes, &entry.event) {
+            let len = entry.event.encoded_len();
+            if !fits(&out, bytes, len) {
                 // The batch filled up with re-sends only.
                 let resent = out.len();
                 return (out, resent);
             }
-            bytes += entry.event.encoded_len();
-            out.push(entry.event.clone());
+            bytes += len;
+            out.push(Arc::clone(&entry.event));
             *cursor += 1;
         }
         let resent = out.len();
         // The window: never more records in flight than the buffer holds.
         if let Some(record) = self.pending_lost.take() {
-            if self.sent.len() < self.capacity && fits(&out, bytes, &record) {
-                bytes += record.encoded_len();
-                out.push(record.clone());
+            let len = record.encoded_len();
+            if self.sent.len() < self.capacity && fits(&out, bytes, len) {
+                bytes += len;
+                let record = Arc::new(record);
+                out.push(Arc::clone(&record));
                 self.sent.push_back(Entry {
                     event: record,
                     real: false,
@@ -327,14 +334,16 @@ impl Buffer {
             let Some(event) = self.pending.front() else {
                 break;
             };
-            if !fits(&out, bytes, event) {
+            let len = event.encoded_len();
+            if !fits(&out, bytes, len) {
                 break;
             }
             let Some(event) = self.pending.pop_front() else {
                 break;
             };
-            bytes += event.encoded_len();
-            out.push(event.clone());
+            bytes += len;
+            let event = Arc::new(event);
+            out.push(Arc::clone(&event));
             self.sent.push_back(Entry { event, real: true });
             self.sent_real += 1;
             *cursor += 1;
@@ -516,9 +525,85 @@ fn jittered(backoff: Duration) -> Duration {
 
 /// An open report stream: where batches go, where acks come from.
 type Stream = (
-    tokio::sync::mpsc::Sender<pb::ReportBatch>,
+    tokio::sync::mpsc::Sender<BatchRef>,
     tonic::Streaming<pb::ReportAck>,
 );
+
+/// A `ReportBatch` whose events are shared with the reporter's buffer. It is encoded on the
+/// wire exactly as `pb::ReportBatch` (fields 1, 2 and repeated 3), without copying the events
+/// into an owned message first.
+pub struct BatchRef {
+    pub sensor: String,
+    pub run_id: String,
+    pub events: Vec<Arc<pb::Event>>,
+}
+
+impl BatchRef {
+    fn encode(&self, buf: &mut impl bytes::BufMut) {
+        use prost::encoding::{WireType, encode_key, encode_varint, string};
+        if !self.sensor.is_empty() {
+            string::encode(1, &self.sensor, buf);
+        }
+        if !self.run_id.is_empty() {
+            string::encode(2, &self.run_id, buf);
+        }
+        for e in &self.events {
+            encode_key(3, WireType::LengthDelimited, buf);
+            encode_varint(e.encoded_len() as u64, buf);
+            e.encode_raw(buf);
+        }
+    }
+}
+
+/// The `Report` call's codec: [`BatchRef`] out, `pb::ReportAck` in.
+#[derive(Clone, Copy, Debug, Default)]
+struct ReportCodec;
+
+struct BatchEncoder;
+struct AckDecoder;
+
+impl tonic::codec::Encoder for BatchEncoder {
+    type Item = BatchRef;
+    type Error = tonic::Status;
+
+    fn encode(
+        &mut self,
+        item: BatchRef,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        item.encode(dst);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for AckDecoder {
+    type Item = pb::ReportAck;
+    type Error = tonic::Status;
+
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<pb::ReportAck>, tonic::Status> {
+        pb::ReportAck::decode(src)
+            .map(Some)
+            .map_err(|e| tonic::Status::internal(format!("undecodable ReportAck: {e}")))
+    }
+}
+
+impl tonic::codec::Codec for ReportCodec {
+    type Encode = BatchRef;
+    type Decode = pb::ReportAck;
+    type Encoder = BatchEncoder;
+    type Decoder = AckDecoder;
+
+    fn encoder(&mut self) -> BatchEncoder {
+        BatchEncoder
+    }
+
+    fn decoder(&mut self) -> AckDecoder {
+        AckDecoder
+    }
+}
 
 /// How a session ended.
 enum End {
@@ -703,15 +788,21 @@ impl Task {
         let authorization = self.authorization()?;
         let connect = async {
             let channel = self.channel().await?;
-            let mut client = CollectorClient::new(channel);
+            // The generated client's `report`, with a codec that encodes shared events.
+            let mut client = tonic::client::Grpc::new(channel);
+            client.ready().await.map_err(|e| ReportError::Connect {
+                endpoint: self.endpoint.clone(),
+                message: format!("the channel is not ready: {e}"),
+            })?;
             // A small queue: batches are taken from the buffer only when there is room.
             let (tx, rx) = tokio::sync::mpsc::channel(2);
             let mut request = Request::new(tokio_stream::wrappers::ReceiverStream::new(rx));
             if let Some(value) = authorization {
                 request.metadata_mut().insert("authorization", value);
             }
+            let path = tonic::codegen::http::uri::PathAndQuery::from_static(REPORT_PATH);
             let response = client
-                .report(request)
+                .streaming(request, path, ReportCodec)
                 .await
                 .map_err(|status| ReportError::status(&self.endpoint, &status))?;
             Ok((tx, response.into_inner()))
@@ -725,7 +816,7 @@ impl Task {
     /// Runs one report stream until it fails or `cancel` fires.
     async fn session(
         &self,
-        tx: tokio::sync::mpsc::Sender<pb::ReportBatch>,
+        tx: tokio::sync::mpsc::Sender<BatchRef>,
         mut inbound: tonic::Streaming<pb::ReportAck>,
         cancel: &CancellationToken,
     ) -> End {
@@ -784,7 +875,7 @@ impl Task {
                     if events.is_empty() {
                         continue;
                     }
-                    permit.send(pb::ReportBatch {
+                    permit.send(BatchRef {
                         sensor: self.settings.sensor.clone(),
                         run_id: shared.run_id.clone(),
                         events,
@@ -808,4 +899,44 @@ fn keep_alive(endpoint: Endpoint) -> Endpoint {
         .http2_keep_alive_interval(KEEP_ALIVE_INTERVAL)
         .keep_alive_timeout(KEEP_ALIVE_TIMEOUT)
         .keep_alive_while_idle(true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(seq: u64) -> pb::Event {
+        pb::Event {
+            node: "n1".into(),
+            time_unix_nano: 7,
+            boot_ns: 8,
+            seq,
+            kind: Some(pb::event::Kind::LostEvents(pb::LostEvents {
+                count: seq,
+                cause: pb::LossCause::RingBufferFull as i32,
+            })),
+        }
+    }
+
+    #[test]
+    fn batch_ref_encodes_as_report_batch() {
+        let events: Vec<pb::Event> = (1..=3).map(event).collect();
+        let owned = pb::ReportBatch {
+            sensor: "node-a".into(),
+            run_id: "run-1".into(),
+            events: events.clone(),
+        };
+        let shared = BatchRef {
+            sensor: "node-a".into(),
+            run_id: "run-1".into(),
+            events: events.into_iter().map(Arc::new).collect(),
+        };
+        let mut buf = Vec::new();
+        shared.encode(&mut buf);
+        assert_eq!(buf, owned.encode_to_vec());
+        assert_eq!(
+            pb::ReportBatch::decode(buf.as_slice()).expect("decodes"),
+            owned
+        );
+    }
 }
