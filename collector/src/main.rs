@@ -71,7 +71,7 @@ fn run(args: Args) -> anyhow::Result<()> {
         let set = collector::detect::rules::load(config.rules.as_deref())?;
         for r in &set.rules {
             println!(
-                "{} {:<8} {:<10} {}",
+                "{} {:<8} {:<17} {}",
                 r.id,
                 r.severity.name(),
                 r.detector.name(),
