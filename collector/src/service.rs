@@ -121,9 +121,18 @@ async fn report_loop(
                 // A frame that does not decode is InvalidArgument (jobwatch's codec): say so
                 // to the sender. Nothing of it was stored.
                 tracing::debug!(%status, "report stream ended");
-                if status.code() == tonic::Code::InvalidArgument {
+                // tonic refuses an oversized frame with OutOfRange before any decoding: to
+                // the sender, that is bad input too.
+                let bad = match status.code() {
+                    tonic::Code::InvalidArgument => Some(status.message().to_string()),
+                    tonic::Code::OutOfRange => {
+                        Some(format!("oversized batch: {}", status.message()))
+                    }
+                    _ => None,
+                };
+                if let Some(msg) = bad {
                     Counters::add(&c.rejected_batches, 1);
-                    let _ = tx.send(Err(status)).await;
+                    let _ = tx.send(Err(Status::invalid_argument(msg))).await;
                 }
                 return;
             }

@@ -153,3 +153,27 @@ async fn a_garbage_report_frame_is_an_invalid_argument_and_stores_nothing() {
     drop(c);
     h.stop().await;
 }
+
+#[tokio::test]
+async fn an_oversized_batch_is_an_invalid_argument() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let h = Harness::start(dir.path(), |_| {}).await;
+    let mut c = h.client().await;
+    let mut big = exec(1, "/bin/true", None);
+    if let Some(pb::event::Kind::ProcessExec(x)) = big.kind.as_mut() {
+        x.args = vec!["a".repeat(collector::server::MAX_DECODING_MESSAGE_BYTES + 1)];
+    }
+    let e = report(&mut c, vec![batch("run-1", vec![big])], None)
+        .await
+        .expect_err("too large");
+    assert_eq!(e.code(), tonic::Code::InvalidArgument, "{e:?}");
+    assert!(
+        e.message().starts_with("oversized batch: "),
+        "{}",
+        e.message()
+    );
+    assert_eq!(counter(&mut c, "rejected_batches").await, 1);
+    assert_eq!(counter(&mut c, "events_stored").await, 0);
+    drop(c);
+    h.stop().await;
+}
