@@ -369,8 +369,11 @@ fn loss_record(dropped: &pb::Event, count: u64) -> pb::Event {
 
 struct Shared {
     buffer: Mutex<Buffer>,
-    /// Wakes the task when events arrive.
+    /// Wakes the task when events arrive: on the first event of a batch (it starts the
+    /// batch's delay) and once a full batch waits, not on every event.
     wake: Notify,
+    /// `ReporterSettings::batch_max` (at least 1).
+    batch_max: usize,
     run_id: String,
     offered: AtomicU64,
     acked: AtomicU64,
@@ -422,6 +425,7 @@ impl Reporter {
                 capacity,
             }),
             wake: Notify::new(),
+            batch_max: settings.batch_max.max(1),
             run_id: new_run_id(),
             offered: AtomicU64::new(0),
             acked: AtomicU64::new(0),
@@ -454,14 +458,14 @@ impl Reporter {
     /// awaits: when the buffer is full the oldest event is dropped, counted and replaced by a
     /// `LostEvents{cause: REPORTER_BUFFER}` record (see the module docs).
     pub fn offer(&self, event: pb::Event) {
-        let dropped = {
+        let (dropped, waiting) = {
             let mut buffer = self.shared.lock();
             buffer.pending.push_back(event);
             let mut dropped = 0u64;
             while buffer.real() > buffer.capacity && buffer.drop_oldest() {
                 dropped += 1;
             }
-            dropped
+            (dropped, buffer.pending.len())
         };
         self.shared.offered.fetch_add(1, Ordering::Relaxed);
         if dropped > 0 {
@@ -469,7 +473,12 @@ impl Reporter {
                 .buffer_lost
                 .fetch_add(dropped, Ordering::Relaxed);
         }
-        self.shared.wake.notify_one();
+        // The task sleeps until a batch is due: it needs waking only when the first event of
+        // a batch arrives (it then starts the batch delay) or when a full batch is waiting.
+        // One wake-up per event cost a cross-thread wake (futex) per event.
+        if waiting <= 1 || waiting >= self.shared.batch_max || dropped > 0 {
+            self.shared.wake.notify_one();
+        }
     }
 
     /// The counters.

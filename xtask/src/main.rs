@@ -46,6 +46,10 @@ enum Cmd {
         /// Only this benchmark (repeatable): throughput, exec, files, cliff, memory.
         #[arg(long, value_name = "NAME")]
         only: Vec<String>,
+        /// A directory with another build's release sensor, collector and jobwatch: the
+        /// throughput benchmark alternates it with this build (before/after).
+        #[arg(long, value_name = "DIR")]
+        baseline: Option<std::path::PathBuf>,
     },
     /// Workload generator used by `bench` (runs in its own process).
     #[command(hide = true)]
@@ -85,10 +89,19 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Cmd::Run { args } => xtask::run::run(&root, &args),
         Cmd::Test => xtask::test::run(&root),
         Cmd::Image { out } => xtask::image::run(&root, out.as_deref()).map(|()| ExitCode::SUCCESS),
-        Cmd::Bench { quick, only } => {
-            xtask::bench::run(&root, &xtask::bench::Options { quick, only })
-                .map(|()| ExitCode::SUCCESS)
-        }
+        Cmd::Bench {
+            quick,
+            only,
+            baseline,
+        } => xtask::bench::run(
+            &root,
+            &xtask::bench::Options {
+                quick,
+                only,
+                baseline,
+            },
+        )
+        .map(|()| ExitCode::SUCCESS),
         Cmd::BenchLoad { args } => xtask::bench::load::main(&args).map(|()| ExitCode::SUCCESS),
     }
 }

@@ -44,6 +44,9 @@ pub struct Options {
     pub quick: bool,
     /// Only these benchmarks (all when empty).
     pub only: Vec<String>,
+    /// Release binaries of another build (sensor, collector, jobwatch) that the throughput
+    /// benchmark alternates with this one, for before/after comparisons.
+    pub baseline: Option<PathBuf>,
 }
 
 /// What the benchmarks share.
@@ -51,6 +54,8 @@ pub struct Ctx {
     pub quick: bool,
     /// The release binaries (sensor, collector, jobwatch).
     pub release: PathBuf,
+    /// Another build's binaries to compare with (throughput only).
+    pub baseline: Option<PathBuf>,
     /// This xtask binary, which also runs the workload generators (`bench-load`).
     pub xtask: PathBuf,
     /// Scratch space on tmpfs, removed at the end.
@@ -324,6 +329,7 @@ fn run_in(workspace_root: &Path, opts: &Options, selected: &[&str], scratch: &Pa
     let ctx = Ctx {
         quick: opts.quick,
         release: crate::host_target_dir(workspace_root).join("release"),
+        baseline: opts.baseline.clone(),
         xtask,
         scratch: scratch.to_path_buf(),
         root,

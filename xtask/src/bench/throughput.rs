@@ -44,32 +44,46 @@ impl Sample {
 
 pub fn run(ctx: &Ctx) -> Result<Section> {
     let (files, runs) = if ctx.quick { (50_000, 3) } else { (200_000, 5) };
-    let mut samples = Vec::new();
+    let mut builds = vec![("this build", ctx.release.clone())];
+    if let Some(b) = &ctx.baseline {
+        builds.push(("baseline", b.clone()));
+    }
+    let mut all: Vec<Vec<Sample>> = vec![Vec::new(); builds.len()];
     for i in 0..runs {
+        for (b, (name, release)) in builds.iter().enumerate() {
+            let s =
+                one_run(ctx, release, files).with_context(|| format!("{name}, run {}", i + 1))?;
+            eprintln!(
+                "    {name} run {}: generated {} in {:.2}s ({:.0}/s); stored {} in {:.2}s ({:.0}/s); lost {}",
+                i + 1,
+                s.generated,
+                s.generate_secs,
+                s.generated_per_sec(),
+                s.stored,
+                s.end_to_end_secs,
+                s.stored_per_sec(),
+                s.lost
+            );
+            all[b].push(s);
+        }
+    }
+    let names: Vec<&str> = builds.iter().map(|b| b.0).collect();
+    Ok(section(&names, &all))
+}
+
+fn one_run(ctx: &Ctx, release: &Path, files: u64) -> Result<Sample> {
+    {
         let dir = ctx.scratch.join("throughput");
         let load = ctx.keep().join("throughput");
         for d in [&dir, &load] {
             let _ = std::fs::remove_dir_all(d);
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
-        let sample = measure(&ctx.release, &dir, &load, files);
+        let sample = measure(release, &dir, &load, files);
         let _ = std::fs::remove_dir_all(&dir);
         let _ = std::fs::remove_dir_all(&load);
-        let sample = sample.with_context(|| format!("run {}", i + 1))?;
-        eprintln!(
-            "    run {}: generated {} in {:.2}s ({:.0}/s); stored {} in {:.2}s ({:.0}/s); lost {}",
-            i + 1,
-            sample.generated,
-            sample.generate_secs,
-            sample.generated_per_sec(),
-            sample.stored,
-            sample.end_to_end_secs,
-            sample.stored_per_sec(),
-            sample.lost
-        );
-        samples.push(sample);
+        sample
     }
-    Ok(section(&samples))
 }
 
 fn measure(release: &Path, dir: &Path, load: &Path, files: u64) -> Result<Sample> {
@@ -147,66 +161,85 @@ fn measure(release: &Path, dir: &Path, load: &Path, files: u64) -> Result<Sample
     })
 }
 
-fn section(samples: &[Sample]) -> Section {
-    let stored = Spread::of(
-        &samples
-            .iter()
-            .map(Sample::stored_per_sec)
-            .collect::<Vec<_>>(),
-    );
-    let generated = Spread::of(
-        &samples
-            .iter()
-            .map(Sample::generated_per_sec)
-            .collect::<Vec<_>>(),
-    );
-    let lost: u64 = samples.iter().map(|s| s.lost).sum();
-    let generated_total: u64 = samples.iter().map(|s| s.generated).sum();
-    let stored_total: u64 = samples.iter().map(|s| s.stored).sum();
-    let accounted = samples.iter().all(|s| s.stored + s.lost == s.generated);
+fn section(names: &[&str], all: &[Vec<Sample>]) -> Section {
     let mut t = Table::new(&[
+        "build",
         "runs",
         "events per run",
         "generated/s",
         "stored/s end to end",
+        "ratio to this build",
         "stored / generated (all runs)",
         "lost (all runs)",
     ]);
-    t.row(vec![
-        samples.len().to_string(),
-        fmt(samples.first().map_or(0, |s| s.generated) as f64, 0),
-        generated.show(0),
-        stored.show(0),
-        format!("{stored_total} / {generated_total}"),
-        lost.to_string(),
-    ]);
+    let mut rows = Vec::new();
+    let mut verdicts = Vec::new();
+    let ours: Vec<f64> = all[0].iter().map(Sample::stored_per_sec).collect();
+    for (name, samples) in names.iter().zip(all) {
+        let rates: Vec<f64> = samples.iter().map(Sample::stored_per_sec).collect();
+        let stored = Spread::of(&rates);
+        let generated = Spread::of(
+            &samples
+                .iter()
+                .map(Sample::generated_per_sec)
+                .collect::<Vec<_>>(),
+        );
+        let ratio = Spread::of(
+            &rates
+                .iter()
+                .zip(&ours)
+                .map(|(r, o)| r / o)
+                .collect::<Vec<_>>(),
+        );
+        let lost: u64 = samples.iter().map(|s| s.lost).sum();
+        let generated_total: u64 = samples.iter().map(|s| s.generated).sum();
+        let stored_total: u64 = samples.iter().map(|s| s.stored).sum();
+        t.row(vec![
+            name.to_string(),
+            samples.len().to_string(),
+            fmt(samples.first().map_or(0, |s| s.generated) as f64, 0),
+            generated.show(0),
+            stored.show(0),
+            format!("{}x", ratio.show(3)),
+            format!("{stored_total} / {generated_total}"),
+            lost.to_string(),
+        ]);
+        if verdicts.is_empty() {
+            verdicts.push((
+                format!(
+                    "sensor -> collector {} events/s stored (median), target {} with zero loss; \
+                     lost {lost}",
+                    fmt(stored.median, 0),
+                    fmt(TARGET, 0)
+                ),
+                stored.median >= TARGET && lost == 0 && stored_total == generated_total,
+            ));
+        }
+        rows.push(Json::obj([
+            ("build", Json::str(*name)),
+            ("runs", Json::num(samples.len() as f64)),
+            (
+                "events_per_run",
+                Json::num(samples.first().map_or(0, |s| s.generated) as f64),
+            ),
+            ("generated_per_sec", generated.json()),
+            ("stored_per_sec", stored.json()),
+            ("ratio_to_this_build", ratio.json()),
+            ("generated_total", Json::num(generated_total as f64)),
+            ("stored_total", Json::num(stored_total as f64)),
+            ("lost_total", Json::num(lost as f64)),
+        ]));
+    }
     let md = format!(
         "## Sensor -> collector throughput (issue #4)\n\nTwo threads create files on tmpfs in a \
          directory the sensor's kernel filter reports; the sensor reports to the collector over \
-         its Unix socket (SQLite, WAL). Stored/s: file events the collector stored, divided by \
-         the time from the first creation until the last was stored. Median (min–max).\n\n{}\n\
-         Every generated event stored or counted lost: {accounted}.\n",
+         its Unix socket (SQLite, WAL, on tmpfs). Stored/s: file events the collector stored, \
+         divided by the time from the first creation until the last was stored. Median \
+         (min–max); builds alternated run by run.\n\n{}",
         t.markdown()
     );
-    let verdicts = vec![(
-        format!(
-            "sensor -> collector {} events/s stored (median), target {} with zero loss; lost {lost}",
-            fmt(stored.median, 0),
-            fmt(TARGET, 0)
-        ),
-        stored.median >= TARGET && lost == 0 && stored_total == generated_total,
-    )];
     let json = Json::obj([
-        ("runs", Json::num(samples.len() as f64)),
-        (
-            "events_per_run",
-            Json::num(samples.first().map_or(0, |s| s.generated) as f64),
-        ),
-        ("generated_per_sec", generated.json()),
-        ("stored_per_sec", stored.json()),
-        ("generated_total", Json::num(generated_total as f64)),
-        ("stored_total", Json::num(stored_total as f64)),
-        ("lost_total", Json::num(lost as f64)),
+        ("builds", Json::Arr(rows)),
         ("ahead", ahead_json(&verdicts)),
     ]);
     Section {
