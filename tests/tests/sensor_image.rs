@@ -7,6 +7,9 @@
 //! exec and file creation, attribute them to container, pod, Job and CronJob, and report them
 //! to a collector on the host.
 //!
+//! `collector_image_runs_as_nonroot_under_containerd` does the same for the collector image and
+//! the collector Deployment (non-root, no capabilities, read-only root filesystem).
+//!
 //! The sensor reports over mutual TLS as the ConfigMap says, to a collector on the host that
 //! runs with the collector's ConfigMap (`collector.toml` and `rules.yaml`); the certificates
 //! are made with the openssl commands of deploy/README.md and mounted where the Secrets would
@@ -82,9 +85,10 @@ fn test_sensor_toml(collector_port: u16, health_port: u16, metrics_port: u16) ->
     out
 }
 
-/// The collector ConfigMap's `collector.toml` with this test's paths and ports: database,
-/// socket and TLS files under `dir`, the TLS listener on `127.0.0.1:<port>`.
-fn test_collector_toml(dir: &Path, tls_dir: &Path, port: u16, metrics_port: u16) -> String {
+/// The collector ConfigMap's `collector.toml` with this test's ports (the TLS listener on
+/// `127.0.0.1:<port>`) and, given `host_paths` = (data dir, TLS dir), database, socket and TLS
+/// files there instead of the paths the Deployment mounts.
+fn test_collector_toml(host_paths: Option<(&Path, &Path)>, port: u16, metrics_port: u16) -> String {
     let configmap = manifest("deploy/base/collector/configmap.yaml");
     let original = configmap["data"]["collector.toml"]
         .as_str()
@@ -92,14 +96,15 @@ fn test_collector_toml(dir: &Path, tls_dir: &Path, port: u16, metrics_port: u16)
     let mut out = String::new();
     for line in original.lines() {
         let key = line.split('=').next().unwrap_or("").trim();
-        let value = match key {
-            "db_path" => Some(dir.join("collector.db").display().to_string()),
-            "socket" => Some(dir.join("collector.sock").display().to_string()),
-            "listen_address" => Some(format!("127.0.0.1:{port}")),
-            "metrics_address" => Some(format!("127.0.0.1:{metrics_port}")),
-            "tls_cert" => Some(tls_dir.join("tls.crt").display().to_string()),
-            "tls_key" => Some(tls_dir.join("tls.key").display().to_string()),
-            "tls_client_ca" => Some(tls_dir.join("ca.crt").display().to_string()),
+        let host = |dir: &Path, name: &str| dir.join(name).display().to_string();
+        let value = match (key, host_paths) {
+            ("listen_address", _) => Some(format!("127.0.0.1:{port}")),
+            ("metrics_address", _) => Some(format!("127.0.0.1:{metrics_port}")),
+            ("db_path", Some((dir, _))) => Some(host(dir, "collector.db")),
+            ("socket", Some((dir, _))) => Some(host(dir, "collector.sock")),
+            ("tls_cert", Some((_, tls))) => Some(host(tls, "tls.crt")),
+            ("tls_key", Some((_, tls))) => Some(host(tls, "tls.key")),
+            ("tls_client_ca", Some((_, tls))) => Some(host(tls, "ca.crt")),
             _ => None,
         };
         match value {
@@ -450,8 +455,7 @@ fn run_sensor_image_and_check_a_cronjob_pod(pod_template: &DaemonSetPod) {
     std::fs::write(
         &collector_config,
         test_collector_toml(
-            &collector_dir,
-            &tls.join("collector"),
+            Some((&collector_dir, &tls.join("collector"))),
             collector_port,
             free_port(),
         ),
@@ -708,4 +712,204 @@ fn run_sensor_image_and_check_a_cronjob_pod(pod_template: &DaemonSetPod) {
     // SIGTERM through CRI, as at a rollout: the sensor stops on its own.
     rt.block_on(cri.remove_pod(&sandbox));
     rt.block_on(cri.remove_pod(&sensor_sandbox));
+}
+
+/// The collector image runs as the Deployment runs it: uid 65532 (nonroot), every capability
+/// dropped, no privilege escalation, read-only root filesystem, the ConfigMap's
+/// `collector.toml` and `rules.yaml`, TLS files where the Secret is mounted, the database on a
+/// volume owned by 65532. It answers the CLI on its socket (in the `run` volume) and accepts
+/// TLS connections.
+#[test]
+fn collector_image_runs_as_nonroot_under_containerd() {
+    if !privileged("collector_image_runs_as_nonroot_under_containerd") {
+        return;
+    }
+    let (collector_bin, cli) = (
+        binary("jobwatch-collector", "collector"),
+        binary("jobwatch-cli", "jobwatch"),
+    );
+    let dir = TempDir::new("collector-image");
+    let spec = xtask::image::COLLECTOR_IMAGE;
+    let image = xtask::image::build(
+        &spec,
+        collector_bin.parent().expect("binary directory"),
+        &dir.join("images"),
+    )
+    .unwrap_or_else(|e| panic!("build the collector image: {e:#}"));
+    eprintln!(
+        "collector image {} {} bytes",
+        image.tarball.display(),
+        image.size
+    );
+
+    let deployment = manifest("deploy/base/collector/deployment.yaml");
+    let pod = &deployment["spec"]["template"]["spec"];
+    let c = &pod["containers"][0];
+    assert_eq!(
+        format!("docker.io/{}", c["image"].as_str().expect("image")),
+        image.reference
+    );
+    let uid = pod["securityContext"]["runAsUser"]
+        .as_i64()
+        .expect("runAsUser");
+    let gid = pod["securityContext"]["runAsGroup"]
+        .as_i64()
+        .expect("runAsGroup");
+    assert_eq!((uid, gid), (65532, 65532));
+    let security = &c["securityContext"];
+    assert_eq!(security["capabilities"]["drop"], serde_json::json!(["ALL"]));
+
+    // The volumes as the kubelet would provide them.
+    let tls = dir.join("tls");
+    std::fs::create_dir_all(&tls).expect("tls dir");
+    make_certificates(&tls);
+    let config_dir = dir.join("configmap");
+    std::fs::create_dir_all(&config_dir).expect("configmap dir");
+    let port = free_port();
+    let configmap = manifest("deploy/base/collector/configmap.yaml");
+    std::fs::write(
+        config_dir.join("collector.toml"),
+        test_collector_toml(None, port, free_port()),
+    )
+    .expect("write collector.toml");
+    std::fs::write(
+        config_dir.join("rules.yaml"),
+        configmap["data"]["rules.yaml"]
+            .as_str()
+            .expect("rules.yaml"),
+    )
+    .expect("write rules.yaml");
+    let owned = |name: &str| -> PathBuf {
+        let path = dir.join(name);
+        std::fs::create_dir_all(&path).expect("volume dir");
+        // fsGroup/emptyDir: the volume is writable by the pod's user.
+        std::os::unix::fs::chown(&path, Some(65532), Some(65532)).expect("chown volume");
+        path
+    };
+    let (data, run) = (owned("data"), owned("run"));
+    let secret = tls.join("collector");
+    for file in ["tls.crt", "tls.key", "ca.crt"] {
+        // A Secret volume's files are readable by the pod (fsGroup).
+        std::os::unix::fs::chown(secret.join(file), Some(0), Some(65532)).expect("chown secret");
+        std::fs::set_permissions(
+            secret.join(file),
+            std::os::unix::fs::PermissionsExt::from_mode(0o640),
+        )
+        .expect("chmod secret");
+    }
+    let mut host_mounts = Vec::new();
+    for m in c["volumeMounts"].as_array().expect("volumeMounts") {
+        let name = m["name"].as_str().expect("name");
+        let container = m["mountPath"].as_str().expect("mountPath").to_string();
+        let source = match (name, m["subPath"].as_str()) {
+            ("config", Some(file)) => config_dir.join(file),
+            ("tls", None) => secret.clone(),
+            ("data", None) => data.clone(),
+            ("run", None) => run.clone(),
+            other => panic!("volume mount {other:?}: no source known to this test"),
+        };
+        host_mounts.push((source, container, m["readOnly"].as_bool().unwrap_or(false)));
+    }
+
+    let ctd = Containerd::start();
+    import_image(&ctd, &image.tarball, &image.reference);
+    let rt = jobwatch_tests::runtime();
+    let mut cri = rt.block_on(ctd.cri());
+    let mut collector_pod: PodSpec = cronjob_pod("unused", 0, "jobwatch");
+    collector_pod.name = format!("jobwatch-collector-{}", &uuid()[..5]);
+    collector_pod.uid = uuid();
+    collector_pod.labels = [("app.kubernetes.io/name", "jobwatch-collector")]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let sandbox = rt.block_on(cri.run_pod(&collector_pod));
+    let container = ContainerSpec {
+        name: "collector".into(),
+        image: image.reference.clone(),
+        args: c["args"]
+            .as_array()
+            .expect("args")
+            .iter()
+            .map(|a| a.as_str().expect("string arg").to_string())
+            .collect(),
+        run_as_user: Some(uid),
+        run_as_group: Some(gid),
+        drop_capabilities: vec!["ALL".into()],
+        readonly_rootfs: security["readOnlyRootFilesystem"]
+            .as_bool()
+            .unwrap_or(false),
+        no_new_privs: !security["allowPrivilegeEscalation"]
+            .as_bool()
+            .unwrap_or(true),
+        host_mounts,
+        envs: vec![("RUST_LOG".into(), "info".into())],
+        ..ContainerSpec::default()
+    };
+    let id = rt.block_on(cri.create_container(&sandbox, &collector_pod, &container));
+    rt.block_on(cri.start_container(&id));
+    let log = ctd
+        .root()
+        .join("logs")
+        .join(format!(
+            "{}_{}_{}",
+            collector_pod.namespace, collector_pod.name, collector_pod.uid
+        ))
+        .join("collector")
+        .join("0.log");
+
+    // Ready as the probes see it: the TLS port accepts connections.
+    let socket = run.join("collector.sock");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !socket.exists() || std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        let status = rt.block_on(cri.container_status(&id));
+        assert!(
+            status.state != k8s_cri::v1::ContainerState::ContainerExited as i32,
+            "the collector container exited ({}):\n{}",
+            status.exit_code,
+            tail(&log, 40)
+        );
+        assert!(
+            Instant::now() < deadline,
+            "the collector container did not become ready:\n{}",
+            tail(&log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let pid = rt
+        .block_on(cri.container_pid(&id))
+        .expect("the collector container runs");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let field = |name: &str| -> String {
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .unwrap_or("")
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    assert_eq!(field("Uid:"), "65532 65532 65532 65532", "{status}");
+    assert_eq!(field("Gid:"), "65532 65532 65532 65532", "{status}");
+    assert_eq!(field("CapEff:"), "0000000000000000", "{status}");
+    assert_eq!(field("NoNewPrivs:"), "1", "{status}");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).expect("collector exe");
+    assert_eq!(exe, PathBuf::from("/usr/local/bin/collector"));
+    // Its database is on the data volume, and it answers the CLI on its socket.
+    assert!(
+        data.join("collector.db").exists(),
+        "no database on the data volume"
+    );
+    let out = Command::new(&cli)
+        .arg("--collector")
+        .arg(&socket)
+        .arg("status")
+        .output()
+        .expect("jobwatch status");
+    assert!(
+        out.status.success(),
+        "jobwatch status: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        tail(&log, 20)
+    );
+    rt.block_on(cri.remove_pod(&sandbox));
 }
