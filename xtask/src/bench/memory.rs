@@ -19,7 +19,7 @@ const MIB: f64 = 1024.0 * 1024.0;
 const GENERATORS: u64 = 2;
 
 pub fn run(ctx: &Ctx) -> Result<Section> {
-    let execs: u64 = if ctx.quick { 20_000 } else { 300_000 };
+    let execs: u64 = if ctx.quick { 20_000 } else { 200_000 };
     let opts = SensorOptions {
         include: vec![ctx.keep()],
         report_host_processes: true,
