@@ -232,9 +232,25 @@ impl Engine {
         let state = self
             .containers
             .entry((event.node.clone(), c.id.clone()), ContainerState::default);
+        // Files the container created before its facts arrived (a short-lived container's
+        // events often come before the runtime reports its start): look at them again now
+        // that its host mounts are known.
+        let mut early: Vec<pb::StoredEvent> = if state.security.is_none() {
+            state.created.values().map(|c| c.event.clone()).collect()
+        } else {
+            Vec::new()
+        };
+        early.sort_by_key(|e| e.id);
         state.kind = kind;
         state.security = c.security.clone();
         self.new_workload(stored, event, &chain, out, findings);
+        for e in &early {
+            if let Some(ev) = &e.event
+                && let Some(pb::event::Kind::FileCreated(f)) = &ev.kind
+            {
+                self.file(e, ev, f, out, findings);
+            }
+        }
         if kind == Some(pb::ContainerKind::Sandbox) {
             return;
         }

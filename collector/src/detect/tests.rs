@@ -561,6 +561,46 @@ fn persistence_through_a_host_mount_and_inside_the_container() {
 }
 
 #[test]
+fn a_host_cron_write_reported_before_its_container_is_judged_when_the_facts_arrive() {
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("batch", "plant", "plant-1");
+    let security = pb::SecurityFacts {
+        host_mounts: vec![pb::HostMount {
+            source: "/".into(),
+            destination: "/host".into(),
+            readonly: false,
+        }],
+        ..non_root()
+    };
+    let init = ev.exec(Some(&at), "i1", "", "/bin/sh", &["sh", "-c", "..."]);
+    let write = ev.file(
+        Some(&at),
+        "i1",
+        pb::FileOperation::Create,
+        "/host/etc/cron.d/backdoor",
+    );
+    let out = e.observe(&[init, write.clone()]);
+    assert!(
+        out.alerts
+            .iter()
+            .all(|a| a.rule.as_ref().expect("rule").id != "JW007"),
+        "no mounts known yet: {:?}",
+        summary(&out)
+    );
+    let out = e.observe(&[ev.created(&at, security)]);
+    let plant: Vec<_> = out
+        .alerts
+        .iter()
+        .filter(|a| a.rule.as_ref().expect("rule").id == "JW007")
+        .collect();
+    assert_eq!(plant.len(), 1, "{:?}", summary(&out));
+    assert_eq!(plant[0].details["host_path"], "/etc/cron.d/backdoor");
+    assert_eq!(plant[0].evidence[0].id, write.id);
+    assert_eq!(plant[0].ancestry[0].exec_id, "i1");
+}
+
+#[test]
 fn a_cronjob_baseline_learns_two_runs_then_names_what_is_new() {
     let mut e = engine();
     let mut ev = Events::default();
