@@ -416,6 +416,16 @@ impl Engine {
             .unwrap_or(10_000)
     }
 
+    /// Where a process event happened; `None` for a host process when no rule looks at host
+    /// processes (the cheap path of most of a busy node's events).
+    fn chain(&self, event: &pb::Event, container: Option<&pb::ContainerRef>) -> Option<Chain> {
+        match container {
+            Some(c) => Some(Chain::of_ref(&event.node, c)),
+            None if self.host_rules => Some(Chain::host(&event.node)),
+            None => None,
+        }
+    }
+
     fn exec(
         &mut self,
         stored: &pb::StoredEvent,
@@ -424,11 +434,8 @@ impl Engine {
         out: &mut Output,
         findings: &mut Vec<Finding>,
     ) {
-        let chain = match &e.container {
-            Some(c) => Chain::of_ref(&event.node, c),
-            None if self.host_rules => Chain::host(&event.node),
-            // The cheap path of most of a node's events.
-            None => return,
+        let Some(chain) = self.chain(event, e.container.as_ref()) else {
+            return;
         };
         let proc_ = e.process.clone().unwrap_or_default();
         let exe = names::exe_path(e);
@@ -685,10 +692,8 @@ impl Engine {
         out: &mut Output,
         findings: &mut Vec<Finding>,
     ) {
-        let chain = match &f.container {
-            Some(c) => Chain::of_ref(&event.node, c),
-            None if self.host_rules => Chain::host(&event.node),
-            None => return,
+        let Some(chain) = self.chain(event, f.container.as_ref()) else {
+            return;
         };
         let proc_ = f.process.clone().unwrap_or_default();
         if chain.is_container() {
