@@ -200,7 +200,11 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<Running,
 
     let tcp = match config.listen_address {
         Some(addr) => {
-            let tls = tls_config(&config, addr, token.is_some())?;
+            // A certificate or key that does not load stops the start here, before anything
+            // listens.
+            let tls = Server::builder()
+                .tls_config(tls_config(&config, addr, token.is_some())?)
+                .map_err(|source| ServerError::Tls { addr, source })?;
             let listener = tokio::net::TcpListener::bind(addr)
                 .await
                 .map_err(|source| ServerError::BindTcp {
@@ -286,13 +290,10 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<Running,
             })
         }));
     }
-    if let Some((listener, tls, addr)) = tcp {
+    if let Some((listener, mut tls, addr)) = tcp {
         let c = cancel.clone();
         tasks.push(tokio::spawn(async move {
-            Server::builder()
-                .tls_config(tls)
-                .map_err(|source| ServerError::Tls { addr, source })?
-                .add_service(health)
+            tls.add_service(health)
                 .add_service(tcp_service)
                 .serve_with_incoming_shutdown(TcpIncoming::from(listener), c.cancelled())
                 .await

@@ -174,3 +174,41 @@ async fn tcp_needs_a_certificate_or_the_token() {
     drop((with_cert, anonymous, local));
     h.stop().await;
 }
+
+#[tokio::test]
+async fn a_certificate_that_does_not_load_stops_the_start() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (cert, key, token) = (
+        dir.path().join("cert.pem"),
+        dir.path().join("key.pem"),
+        dir.path().join("token"),
+    );
+    std::fs::write(
+        &cert,
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydA==\n-----END CERTIFICATE-----\n",
+    )
+    .expect("write");
+    std::fs::write(&key, "not a key\n").expect("write");
+    std::fs::write(&token, "t0ken\n").expect("write");
+    let config = collector::config::Config {
+        db_path: dir.path().join("events.db"),
+        socket: dir.path().join("collector.sock"),
+        listen_address: Some(([127, 0, 0, 1], 0).into()),
+        tls_cert: Some(cert),
+        tls_key: Some(key),
+        token_file: Some(token),
+        ..collector::config::Config::default()
+    };
+    let e = collector::server::start(config, tokio_util::sync::CancellationToken::new())
+        .await
+        .expect_err("refused at start");
+    assert!(
+        e.to_string()
+            .starts_with("TLS configuration for TCP 127.0.0.1:0: "),
+        "{e}"
+    );
+    assert!(
+        !dir.path().join("collector.sock").exists(),
+        "nothing listens"
+    );
+}
