@@ -36,6 +36,23 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kb * 1024)
 }
 
+/// Resident bytes of a process's mappings of BPF maps (the ring buffer's data pages are
+/// mapped twice, so an 8 MiB ring buffer shows as up to 16 MiB of RSS).
+pub fn bpf_map_rss_bytes(pid: u32) -> Option<u64> {
+    let smaps = std::fs::read_to_string(format!("/proc/{pid}/smaps")).ok()?;
+    let mut in_map = false;
+    let mut kb = 0u64;
+    for line in smaps.lines() {
+        let first = line.split_whitespace().next().unwrap_or("");
+        if first.contains('-') && first.chars().all(|c| c.is_ascii_hexdigit() || c == '-') {
+            in_map = line.ends_with("anon_inode:bpf-map");
+        } else if in_map && let Some(v) = line.strip_prefix("Rss:") {
+            kb += v.split_whitespace().next()?.parse::<u64>().ok()?;
+        }
+    }
+    Some(kb * 1024)
+}
+
 /// Pids of the processes whose command name is exactly `comm` (for kernel threads such as
 /// kauditd; read only, never signalled).
 pub fn pids_named(comm: &str) -> Vec<u32> {
@@ -126,5 +143,6 @@ mod tests {
         let me = std::process::id();
         assert!(process_ns(me).is_some());
         assert!(rss_bytes(me).is_some_and(|r| r > 0));
+        assert_eq!(bpf_map_rss_bytes(me), Some(0));
     }
 }

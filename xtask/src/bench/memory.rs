@@ -66,6 +66,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
     let churn_secs = t0.elapsed().as_secs_f64();
     std::thread::sleep(Duration::from_secs(3));
     let end = observer.sensor_rss().context("sensor RSS")?;
+    let maps = observer.sensor_bpf_map_rss().unwrap_or(0);
     let peak = samples
         .iter()
         .map(|s| s.1)
@@ -113,6 +114,13 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         mb(peak_collector),
         mb(end.1)
     );
+    let _ = writeln!(
+        md,
+        "\nOf the sensor's RSS after the churn, {} MiB are its mappings of BPF maps (the 8 MiB \
+         ring buffer's pages are mapped twice); without them: {} MiB.",
+        mb(maps),
+        mb(end.0.saturating_sub(maps))
+    );
     let verdicts = vec![
         (
             format!(
@@ -136,6 +144,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         ("sensor_rss_middle", Json::num(half as f64)),
         ("sensor_rss_peak", Json::num(peak as f64)),
         ("sensor_rss_end", Json::num(end.0 as f64)),
+        ("sensor_bpf_map_rss_end", Json::num(maps as f64)),
         ("collector_rss_start", Json::num(start.1 as f64)),
         ("collector_rss_end", Json::num(end.1 as f64)),
         (

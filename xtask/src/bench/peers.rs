@@ -335,6 +335,11 @@ impl Observer {
         ))
     }
 
+    /// Resident bytes of the sensor's BPF map mappings.
+    pub fn sensor_bpf_map_rss(&self) -> Option<u64> {
+        cpu::bpf_map_rss_bytes(self.sensor.as_ref()?.sensor_pid)
+    }
+
     /// Tells the auditd counter which processes are the workload's creators.
     pub fn note_load_pid(&self, pid: u32) {
         if let Some(a) = &self.audit {
