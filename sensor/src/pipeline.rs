@@ -2,9 +2,7 @@
 //! on a bounded queue. Every place an event can be lost is counted.
 
 use std::{
-    collections::HashSet,
-    os::unix::fs::MetadataExt as _,
-    path::{Path, PathBuf},
+    path::Path,
     sync::{
         Arc, RwLock,
         atomic::{AtomicU64, Ordering},
@@ -123,8 +121,6 @@ impl RunningSensor {
             reported_ringbuf: 0,
             unreported_queue: 0,
             reported_queue: 0,
-            unified: procfs::unified_cgroup_root(),
-            verified: HashSet::new(),
         };
         let poll = Duration::from_millis(config.poll_interval_ms);
         let loss = Duration::from_millis(config.loss_report_interval_ms);
@@ -240,14 +236,7 @@ struct Reader {
     /// Queue drops not yet reported in the stream (the report itself needs queue room).
     unreported_queue: u64,
     reported_queue: u64,
-    /// Root of the cgroup2 hierarchy (cgroup ids are the inodes of its directories).
-    unified: PathBuf,
-    /// cgroups already given a live member for the attributor's /proc check.
-    verified: HashSet<u64>,
 }
-
-/// Most cgroups remembered in [`Reader::verified`] (cleared when full).
-const VERIFIED_MAX: usize = 4096;
 
 impl Reader {
     async fn run(
@@ -311,48 +300,11 @@ impl Reader {
                     continue;
                 }
             };
-            let pid = self.live_member(&event, pid);
             // Straight to the queue: no buffer per record.
             let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
             self.attributor
                 .attribute(event, pid, |e| send_to(tx, stats, unreported, e));
         }
-    }
-
-    /// The process through which the attributor may classify an unknown cgroup by its path in
-    /// /proc: the event's own process while it lives; once it has exited (a short-lived
-    /// process is often gone before its exec is read), its parent, if the parent is in the
-    /// same cgroup v2 (the inode of its cgroup directory is the event's cgroup id). Without
-    /// it, such events left without their container unless containerd had already told.
-    fn live_member(&mut self, event: &Event, pid: u32) -> u32 {
-        let (ppid, cgroup_id) = match &event.kind {
-            EventKind::ProcessExec(x) if !x.process.host => (x.process.ppid, x.process.cgroup_id),
-            EventKind::FileCreated(x) if !x.process.host => (x.process.ppid, x.process.cgroup_id),
-            _ => return pid,
-        };
-        if cgroup_id == 0 || self.verified.contains(&cgroup_id) {
-            return pid;
-        }
-        if self.verified.len() >= VERIFIED_MAX {
-            self.verified.clear();
-        }
-        if Path::new(&format!("/proc/{pid}")).exists() {
-            // The attributor classifies the cgroup through this process, once.
-            self.verified.insert(cgroup_id);
-            return pid;
-        }
-        let same = std::fs::read_to_string(format!("/proc/{ppid}/cgroup"))
-            .ok()
-            .and_then(|text| {
-                let path = procfs::cgroup_v2_path(&text)?;
-                std::fs::metadata(self.unified.join(path.trim_start_matches('/'))).ok()
-            })
-            .is_some_and(|m| m.ino() == cgroup_id);
-        if !same {
-            return pid;
-        }
-        self.verified.insert(cgroup_id);
-        ppid
     }
 
     /// Sends events that waited for container metadata and may now leave.
