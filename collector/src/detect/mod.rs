@@ -105,7 +105,9 @@ struct Finding {
     details: BTreeMap<String, String>,
     evidence: Vec<pb::StoredEvent>,
     chain: Chain,
-    ancestry: Vec<pb::AlertProcess>,
+    /// The alert names the acting process (of the last evidence event) and its ancestry;
+    /// built only when the alert is, not for every event.
+    ancestry: bool,
     binary: String,
     time: i64,
 }
@@ -279,7 +281,7 @@ impl Engine {
                 details: BTreeMap::from([("reasons".to_string(), reasons.join("; "))]),
                 evidence: vec![stored.clone()],
                 chain: chain.clone(),
-                ancestry: Vec::new(),
+                ancestry: false,
                 binary: String::new(),
                 time: event.time_unix_nano,
             });
@@ -299,7 +301,7 @@ impl Engine {
                     details: BTreeMap::from([("uid".to_string(), security.uid.to_string())]),
                     evidence: vec![stored.clone()],
                     chain: chain.clone(),
-                    ancestry: Vec::new(),
+                    ancestry: false,
                     binary: String::new(),
                     time: event.time_unix_nano,
                 });
@@ -358,7 +360,7 @@ impl Engine {
                     details,
                     evidence: vec![stored.clone()],
                     chain: chain.clone(),
-                    ancestry: Vec::new(),
+                    ancestry: false,
                     binary: String::new(),
                     time: event.time_unix_nano,
                 });
@@ -396,7 +398,7 @@ impl Engine {
                         )]),
                         evidence: vec![stored.clone()],
                         chain: chain.clone(),
-                        ancestry: Vec::new(),
+                        ancestry: false,
                         binary: String::new(),
                         time: event.time_unix_nano,
                     });
@@ -437,7 +439,8 @@ impl Engine {
         let Some(chain) = self.chain(event, e.container.as_ref()) else {
             return;
         };
-        let proc_ = e.process.clone().unwrap_or_default();
+        let no_process = pb::Process::default();
+        let proc_ = e.process.as_ref().unwrap_or(&no_process);
         let exe = names::exe_path(e);
         let command = names::command_name(e);
         // Remember container processes for ancestry and sibling checks.
@@ -467,20 +470,6 @@ impl Engine {
         if chain.is_container() {
             self.new_workload(stored, event, &chain, out, findings);
         }
-        let me = pb::AlertProcess {
-            exec_id: proc_.exec_id.clone(),
-            pid: proc_.pid,
-            binary: exe.clone(),
-            args: e.args.clone(),
-            uid: proc_.uid,
-            partial: false,
-        };
-        let ancestry = state::ancestry(
-            &self.processes,
-            me,
-            &proc_.parent_exec_id,
-            e.parent.as_ref(),
-        );
         let finding = |rule: usize, severity, message: String, details, evidence| Finding {
             rule,
             severity,
@@ -488,7 +477,7 @@ impl Engine {
             details,
             evidence,
             chain: chain.clone(),
-            ancestry: ancestry.clone(),
+            ancestry: true,
             binary: exe.clone(),
             time: event.time_unix_nano,
         };
@@ -607,6 +596,9 @@ impl Engine {
         }
 
         // Rule 8: the CronJob's baseline.
+        if chain.cronjob.is_empty() {
+            return;
+        }
         let mut items = vec![format!("exec {exe}")];
         let parent = self
             .processes
@@ -695,7 +687,8 @@ impl Engine {
         let Some(chain) = self.chain(event, f.container.as_ref()) else {
             return;
         };
-        let proc_ = f.process.clone().unwrap_or_default();
+        let no_process = pb::Process::default();
+        let proc_ = f.process.as_ref().unwrap_or(&no_process);
         if chain.is_container() {
             let state = self.containers.entry(
                 (event.node.clone(), chain.container_id.clone()),
@@ -708,24 +701,6 @@ impl Engine {
                 state.created.remove(src);
             }
         }
-        let me = pb::AlertProcess {
-            exec_id: proc_.exec_id.clone(),
-            pid: proc_.pid,
-            binary: proc_.binary.clone(),
-            args: self
-                .processes
-                .get(&proc_.exec_id)
-                .map(|p| p.args.clone())
-                .unwrap_or_default(),
-            uid: proc_.uid,
-            partial: false,
-        };
-        let parent_exec_id = self
-            .processes
-            .get(&proc_.exec_id)
-            .map(|p| p.parent_exec_id.clone())
-            .unwrap_or_else(|| proc_.parent_exec_id.clone());
-        let ancestry = state::ancestry(&self.processes, me, &parent_exec_id, None);
         let finding = |rule: usize, severity, message: String, details, evidence| Finding {
             rule,
             severity,
@@ -733,7 +708,7 @@ impl Engine {
             details,
             evidence,
             chain: chain.clone(),
-            ancestry: ancestry.clone(),
+            ancestry: true,
             binary: proc_.binary.clone(),
             time: event.time_unix_nano,
         };
@@ -812,6 +787,41 @@ impl Engine {
         }
     }
 
+    /// The process of an exec or file event, then its parents as far as they are known.
+    fn ancestry_of(&self, stored: &pb::StoredEvent) -> Vec<pb::AlertProcess> {
+        match stored.event.as_ref().and_then(|e| e.kind.as_ref()) {
+            Some(pb::event::Kind::ProcessExec(e)) => {
+                let p = e.process.clone().unwrap_or_default();
+                let me = pb::AlertProcess {
+                    exec_id: p.exec_id,
+                    pid: p.pid,
+                    binary: names::exe_path(e),
+                    args: e.args.clone(),
+                    uid: p.uid,
+                    partial: false,
+                };
+                state::ancestry(&self.processes, me, &p.parent_exec_id, e.parent.as_ref())
+            }
+            Some(pb::event::Kind::FileCreated(f)) => {
+                let p = f.process.clone().unwrap_or_default();
+                let known = self.processes.get(&p.exec_id);
+                let parent_exec_id = known
+                    .map(|k| k.parent_exec_id.clone())
+                    .unwrap_or_else(|| p.parent_exec_id.clone());
+                let me = pb::AlertProcess {
+                    args: known.map(|k| k.args.clone()).unwrap_or_default(),
+                    exec_id: p.exec_id,
+                    pid: p.pid,
+                    binary: p.binary,
+                    uid: p.uid,
+                    partial: false,
+                };
+                state::ancestry(&self.processes, me, &parent_exec_id, None)
+            }
+            _ => Vec::new(),
+        }
+    }
+
     /// A finding as an alert, unless an exception covers it.
     fn alert(&self, f: Finding) -> Option<pb::Alert> {
         let rule: &Rule = &self.rules.rules[f.rule];
@@ -842,7 +852,14 @@ impl Engine {
             container_name: f.chain.container_name,
             image: f.chain.image,
             workload: f.chain.workload,
-            ancestry: f.ancestry,
+            ancestry: if f.ancestry {
+                f.evidence
+                    .last()
+                    .map(|e| self.ancestry_of(e))
+                    .unwrap_or_default()
+            } else {
+                Vec::new()
+            },
             evidence: f.evidence,
             details: f.details.into_iter().collect(),
         })
