@@ -1,9 +1,10 @@
 //! Tying process events to their container, pod and workload.
 //!
 //! Host processes pass straight through. An event from a container known to the index leaves
-//! with its identity. An event whose cgroup the index does not know yet is checked once
-//! against /proc (is that cgroup a container at all?) and, if it is one, waits in the pending
-//! cache until containerd reports the container or the wait runs out.
+//! with its identity. An event whose cgroup the index does not know yet has its cgroup
+//! directory looked up once (from the cgroup id, else through /proc: is that cgroup a
+//! container at all?) and, if it is one, waits in the pending cache until containerd reports
+//! the container or the wait runs out.
 
 use std::{
     collections::HashMap,
@@ -172,16 +173,21 @@ impl Attributor {
         self.pending.flush(|(e, id)| send(without_metadata(e, id)));
     }
 
-    /// Maps an unknown cgroup to a container id through /proc/<pid>/cgroup.
+    /// Maps an unknown cgroup to a container id through its directory: found from the ids
+    /// themselves (exact, and still there once the process has exited, as short-lived ones
+    /// often have by the time their events are read), or through `/proc/<pid>/cgroup` where
+    /// the kernel does not resolve ids (no CAP_DAC_READ_SEARCH).
     fn classify(&mut self, cgroup_id: u64, cgroup_v1_id: u64, pid: u32) -> Unknown {
         if let Some(known) = self.classified.get(&(cgroup_id, cgroup_v1_id)) {
             return known.clone();
         }
-        let path = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
-            .ok()
-            .and_then(|text| crate::procfs::cgroup_v2_path(&text).map(str::to_string));
+        let path = self.cgroupfs.dir_of(cgroup_id, cgroup_v1_id).or_else(|| {
+            std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+                .ok()
+                .and_then(|text| crate::procfs::cgroup_v2_path(&text).map(str::to_string))
+        });
         let Some(path) = path else {
-            // The process is gone: assume a container whose metadata may still come.
+            // Both gone: assume a container whose metadata may still come.
             return Unknown::Container(String::new());
         };
         let verdict = match cgroup_path::parse(&path) {

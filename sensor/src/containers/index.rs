@@ -133,6 +133,57 @@ impl CgroupFs {
         };
         (ino(&self.unified), ino(&self.v1))
     }
+
+    /// The directory of a cgroup, relative to its hierarchy's root (`/kubepods/...`), found
+    /// from its id alone: the v2 id in the unified hierarchy first, then the v1 id in the v1
+    /// hierarchy. It still works once every process of the cgroup has exited (a short-lived
+    /// process is often gone before its event is read), as long as the directory exists.
+    pub fn dir_of(&self, cgroup_id: u64, cgroup_v1_id: u64) -> Option<String> {
+        let by_id = |root: &Option<PathBuf>, id: u64| {
+            let root = root.as_deref()?;
+            (id != 0).then(|| kernfs_dir(root, id)).flatten()
+        };
+        by_id(&self.unified, cgroup_id).or_else(|| by_id(&self.v1, cgroup_v1_id))
+    }
+}
+
+/// The handle type of kernfs (cgroup) file handles: the 64-bit node id.
+const FILEID_KERNFS: i32 = 0xfe;
+
+/// Opens the kernfs node `id` under the cgroup file system mounted at `root` through its file
+/// handle (`open_by_handle_at`, needs CAP_DAC_READ_SEARCH) and reads back its path.
+fn kernfs_dir(root: &std::path::Path, id: u64) -> Option<String> {
+    use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+    #[repr(C)]
+    struct KernfsHandle {
+        handle_bytes: libc::c_uint,
+        handle_type: libc::c_int,
+        id: u64,
+    }
+    let mount = std::fs::File::open(root).ok()?;
+    let mut handle = KernfsHandle {
+        handle_bytes: std::mem::size_of::<u64>() as libc::c_uint,
+        handle_type: FILEID_KERNFS,
+        id,
+    };
+    // SAFETY: `handle` is a `struct file_handle` followed by its `handle_bytes` of payload,
+    // alive for the call; the kernel only reads it. A returned descriptor is ours to own.
+    let fd = unsafe {
+        libc::open_by_handle_at(
+            mount.as_raw_fd(),
+            (&mut handle as *mut KernfsHandle).cast::<libc::file_handle>(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        )
+    };
+    if fd < 0 {
+        return None;
+    }
+    // SAFETY: `fd` was just returned by the kernel and nothing else owns it.
+    let dir = unsafe { OwnedFd::from_raw_fd(fd) };
+    let path = std::fs::read_link(format!("/proc/self/fd/{}", dir.as_raw_fd())).ok()?;
+    let rel = path.strip_prefix(root).ok()?;
+    Some(format!("/{}", rel.to_str()?))
 }
 
 /// The index. Not synchronised itself: the sensor shares it behind a lock.
