@@ -4,7 +4,8 @@
 //! The table is built for a daemon under heavy process churn:
 //!
 //! * memory is bounded: at most `capacity` entries, and the internal insertion-order queue never
-//!   holds more than `2 * capacity` items;
+//!   holds more than twice the live entries (at least [`COMPACT_MIN`], at most `capacity`), so
+//!   a churn of short-lived processes keeps it small;
 //! * every operation is O(1) (amortised for [`ProcessTable::on_exec`]);
 //! * nothing panics.
 //!
@@ -66,9 +67,15 @@ const START_TIME_SLACK_NS: u64 = 10_000_000;
 /// a hash set.
 const LINEAR_LOOP_CHECK_MAX: usize = 16;
 
-/// Upper bound on what [`ProcessTable::new`] preallocates, so that a huge capacity does not turn
-/// into a huge (or failing) allocation up front; the maps grow on demand beyond it.
-const MAX_PREALLOCATION: usize = 1 << 16;
+/// Upper bound on what [`ProcessTable::new`] preallocates; the maps grow on demand beyond it.
+/// Kept small: a node's live processes are usually a few hundred, and a preallocated table's
+/// pages are all touched sooner or later (pids cycle through the whole table), so preallocating
+/// for the capacity (65,536 by default, about 11 MiB) costs that much resident memory for good.
+const MAX_PREALLOCATION: usize = 1 << 10;
+
+/// The insertion-order queue is compacted once it holds more than twice this many items, or
+/// twice the live entries when there are more.
+pub const COMPACT_MIN: usize = 1 << 10;
 
 #[derive(Debug)]
 struct Entry {
@@ -125,7 +132,8 @@ impl ProcessTable {
         // Replacing an entry leaves its old queue item behind as a stale one.
         self.entries.insert(tgid, Entry { info, generation });
         self.order.push_back((tgid, generation));
-        if self.order.len() > self.capacity.saturating_mul(2) {
+        let floor = COMPACT_MIN.min(self.capacity);
+        if self.order.len() > self.entries.len().max(floor).saturating_mul(2) {
             self.compact();
         }
     }
@@ -227,8 +235,9 @@ impl ProcessTable {
     }
 
     /// Drops the stale items of the insertion-order queue. Afterwards the queue holds exactly one
-    /// item per entry (at most `capacity`), so at least `capacity` insertions happen between two
-    /// compactions: O(1) amortised.
+    /// item per entry. A compaction runs when more than half of the queue is stale, so it
+    /// examines at most twice as many items as it drops, and every item is dropped once: O(1)
+    /// amortised.
     fn compact(&mut self) {
         let entries = &self.entries;
         self.order.retain(|&(tgid, generation)| {
@@ -501,6 +510,29 @@ mod tests {
         // The survivors are the most recently leaked processes.
         assert!(table.get(PROCESSES - 10 + 2).is_some());
         assert!(table.get(2).is_none());
+    }
+
+    #[test]
+    fn queue_follows_the_live_entries_not_the_capacity() {
+        // The default capacity, a churn of short-lived processes whose exits are all seen: the
+        // queue stays near the live set instead of growing towards twice the capacity.
+        let mut table = ProcessTable::new(65_536);
+        let mut max_order = 0usize;
+        for i in 0..500_000u32 {
+            let tgid = 300 + (i % 4_000_000);
+            table.on_exec(proc_info(tgid, 1, u64::from(i), "true"));
+            if i >= 3 {
+                assert!(table.on_exit(tgid - 3).is_some());
+            }
+            max_order = max_order.max(table.order_len());
+        }
+        assert_eq!(table.len(), 3);
+        assert_eq!(
+            max_order,
+            2 * COMPACT_MIN,
+            "compacted once more than half stale"
+        );
+        assert_eq!(table.evictions(), 0);
     }
 
     #[test]
