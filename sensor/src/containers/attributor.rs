@@ -7,7 +7,7 @@
 //! the container or the wait runs out.
 
 use std::{
-    collections::HashMap,
+    collections::{HashMap, HashSet},
     sync::{Arc, RwLock},
     time::{Duration, Instant},
 };
@@ -32,16 +32,24 @@ enum Unknown {
 
 /// Most cgroups remembered as not belonging to a container.
 const CLASSIFIED_MAX: usize = 4096;
+/// Most cgroups remembered as having waited in vain.
+const WAITED_MAX: usize = 4096;
 
 pub struct Attributor {
     index: Arc<RwLock<ContainerIndex>>,
     cgroupfs: CgroupFs,
     pending: PendingCache<(Event, Option<String>)>,
     classified: HashMap<(u64, u64), Unknown>,
+    /// Container cgroups whose metadata did not come within the wait: their later events are
+    /// not held again (they would wait in vain too), they leave flagged at once.
+    waited: HashSet<(u64, u64)>,
+    /// Whether events wait at all: not when no metadata source runs (containerd disabled).
+    hold: bool,
     seen_generation: u64,
 }
 
 impl Attributor {
+    /// `wait` of zero: events of unknown containers leave at once, flagged.
     pub fn new(
         index: Arc<RwLock<ContainerIndex>>,
         cgroupfs: CgroupFs,
@@ -53,6 +61,8 @@ impl Attributor {
             cgroupfs,
             pending: PendingCache::new(capacity, wait),
             classified: HashMap::new(),
+            waited: HashSet::new(),
+            hold: !wait.is_zero(),
             seen_generation: 0,
         }
     }
@@ -98,6 +108,10 @@ impl Attributor {
                         send(event);
                         return;
                     }
+                    if !self.hold || self.waited.contains(&(cgroup_id, cgroup_v1_id)) {
+                        send(without_metadata(event, Some(id)));
+                        return;
+                    }
                     if let Some((e, id)) = self.pending.push(
                         (event, Some(id)),
                         cgroup_id,
@@ -138,12 +152,11 @@ impl Attributor {
         let index = Arc::clone(&self.index);
         let classified = &self.classified;
         let cgroupfs = &self.cgroupfs;
+        let waited = &mut self.waited;
         self.pending.release(
             now,
+            changed,
             |cg, v1| {
-                if !changed {
-                    return None;
-                }
                 let index = index.read().ok()?;
                 index
                     .lookup(cg, v1)
@@ -163,7 +176,15 @@ impl Attributor {
                     e.set_container(Some(c.reference()));
                     send(e);
                 }
-                None => send(without_metadata(e, id)),
+                None => {
+                    if let Some((_, cg, v1)) = e.cgroup() {
+                        if waited.len() >= WAITED_MAX {
+                            waited.clear();
+                        }
+                        waited.insert((cg, v1));
+                    }
+                    send(without_metadata(e, id));
+                }
             },
         );
     }
