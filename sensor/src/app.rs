@@ -200,6 +200,9 @@ fn reporter_settings(config: &Config, node: &str) -> Option<ReporterSettings> {
     if let Some(n) = r.buffer_events {
         settings.buffer_events = n;
     }
+    if let Some(ms) = r.batch_delay_ms {
+        settings.batch_delay = std::time::Duration::from_millis(ms);
+    }
     tracing::info!(collector = %settings.endpoint, "reporting events to the collector");
     Some(settings)
 }

@@ -53,7 +53,7 @@ pub const DEFAULT_BUFFER_EVENTS: usize = 100_000;
 /// Default for [`ReporterSettings::batch_max`].
 pub const DEFAULT_BATCH_MAX: usize = 1000;
 /// Default for [`ReporterSettings::batch_delay`].
-pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_millis(50);
+pub const DEFAULT_BATCH_DELAY: Duration = Duration::from_millis(200);
 /// Default for [`ReporterSettings::max_backoff`].
 pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(30);
 
