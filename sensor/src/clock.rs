@@ -58,16 +58,85 @@ pub fn boot_ns() -> u64 {
 
 /// Formats Unix ns as RFC 3339 UTC (proleptic Gregorian calendar).
 pub fn rfc3339(unix_ns: i128) -> String {
+    let mut buf = [0u8; RFC3339_LEN];
+    match write_rfc3339(unix_ns, &mut buf) {
+        Some(text) => text.to_owned(),
+        None => rfc3339_any_year(unix_ns),
+    }
+}
+
+/// Serializes Unix ns as [`rfc3339`] text without allocating (serde `serialize_with`): events
+/// keep their time as a number and are formatted only when printed.
+pub fn serialize_rfc3339<S: serde::Serializer>(unix_ns: &i128, s: S) -> Result<S::Ok, S::Error> {
+    let mut buf = [0u8; RFC3339_LEN];
+    match write_rfc3339(*unix_ns, &mut buf) {
+        Some(text) => s.serialize_str(text),
+        None => s.serialize_str(&rfc3339_any_year(*unix_ns)),
+    }
+}
+
+/// Length of the RFC 3339 text of a four-digit year: `YYYY-MM-DDTHH:MM:SS.nnnnnnnnnZ`.
+const RFC3339_LEN: usize = 30;
+
+/// Seconds, nanoseconds and calendar fields of Unix ns, as [`rfc3339`] prints them.
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    /// Seconds into the day.
+    secs: i64,
+    nanos: u32,
+}
+
+fn civil(unix_ns: i128) -> Civil {
     let secs = unix_ns.div_euclid(1_000_000_000) as i64;
     let nanos = unix_ns.rem_euclid(1_000_000_000) as u32;
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (year, month, day) = civil_from_days(secs.div_euclid(86_400));
+    Civil {
+        year,
+        month,
+        day,
+        secs: secs.rem_euclid(86_400),
+        nanos,
+    }
+}
+
+/// Writes the RFC 3339 text into `buf` with plain digit arithmetic (no `fmt` machinery, no
+/// allocation); `None` when the year does not have four digits.
+fn write_rfc3339(unix_ns: i128, buf: &mut [u8; RFC3339_LEN]) -> Option<&str> {
+    let c = civil(unix_ns);
+    if !(0..=9999).contains(&c.year) {
+        return None;
+    }
+    fn digits(out: &mut [u8], mut v: u64) {
+        for slot in out.iter_mut().rev() {
+            *slot = b'0' + (v % 10) as u8;
+            v /= 10;
+        }
+    }
+    *buf = *b"0000-00-00T00:00:00.000000000Z";
+    digits(&mut buf[0..4], c.year as u64);
+    digits(&mut buf[5..7], u64::from(c.month));
+    digits(&mut buf[8..10], u64::from(c.day));
+    digits(&mut buf[11..13], (c.secs / 3600) as u64);
+    digits(&mut buf[14..16], (c.secs % 3600 / 60) as u64);
+    digits(&mut buf[17..19], (c.secs % 60) as u64);
+    digits(&mut buf[20..29], u64::from(c.nanos));
+    std::str::from_utf8(buf).ok()
+}
+
+/// [`rfc3339`] for any year (five digits, negative), through `format!`.
+fn rfc3339_any_year(unix_ns: i128) -> String {
+    let c = civil(unix_ns);
     format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{nanos:09}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        c.year,
+        c.month,
+        c.day,
+        c.secs / 3600,
+        c.secs % 3600 / 60,
+        c.secs % 60,
+        c.nanos
     )
 }
 
@@ -103,6 +172,65 @@ mod tests {
             "2026-11-27T00:00:00.000000000Z"
         );
         assert_eq!(rfc3339(-1), "1969-12-31T23:59:59.999999999Z");
+        assert_eq!(
+            rfc3339(253_402_300_799_999_999_999),
+            "9999-12-31T23:59:59.999999999Z"
+        );
+        // Outside four-digit years: the general path.
+        assert_eq!(
+            rfc3339(253_402_300_800 * 1_000_000_000),
+            "10000-01-01T00:00:00.000000000Z"
+        );
+        assert_eq!(
+            rfc3339(-62_167_219_200 * 1_000_000_000 - 1),
+            "-001-12-31T23:59:59.999999999Z"
+        );
+    }
+
+    #[test]
+    fn fast_path_matches_format() {
+        // Deterministic pseudo-random instants over years 0 to 9999, and day and year edges.
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        let span = 253_402_300_800_i128 * 1_000_000_000 + 62_167_219_200 * 1_000_000_000;
+        let mut instants = vec![0, -1, 1, 951_782_400 * 1_000_000_000 - 1];
+        let mut next = || {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            i128::from(x)
+        };
+        for _ in 0..20_000 {
+            let wide = (next() << 64) | next();
+            instants.push(wide.rem_euclid(span) - 62_167_219_200 * 1_000_000_000);
+        }
+        for ns in instants {
+            let mut buf = [0u8; RFC3339_LEN];
+            let fast = write_rfc3339(ns, &mut buf).map(str::to_owned);
+            assert_eq!(fast, Some(rfc3339_any_year(ns)), "{ns}");
+        }
+    }
+
+    #[test]
+    fn serializes_as_text() {
+        #[derive(serde::Serialize)]
+        struct T {
+            #[serde(serialize_with = "serialize_rfc3339")]
+            time: i128,
+        }
+        let json = serde_json::to_string(&T {
+            time: 951_827_696_500_000_000,
+        });
+        assert_eq!(
+            json.expect("json"),
+            r#"{"time":"2000-02-29T12:34:56.500000000Z"}"#
+        );
+        let far = serde_json::to_string(&T {
+            time: 253_402_300_800 * 1_000_000_000,
+        });
+        assert_eq!(
+            far.expect("json"),
+            r#"{"time":"10000-01-01T00:00:00.000000000Z"}"#
+        );
     }
 
     #[test]

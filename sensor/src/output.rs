@@ -54,7 +54,7 @@ mod tests {
                 cause: "queue_full",
             });
             let ev = Event {
-                time: "t".into(),
+                time_unix_ns: 0,
                 boot_ns: count,
                 kind,
             };

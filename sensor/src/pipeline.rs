@@ -379,7 +379,7 @@ impl Reader {
         tracing::warn!(count, cause, "events lost");
         let boot_ns = crate::clock::boot_ns();
         let ev = Event {
-            time: self.clock.rfc3339(boot_ns),
+            time_unix_ns: self.clock.unix_ns(boot_ns),
             boot_ns,
             kind: EventKind::LostEvents(LostEvents { count, cause }),
         };

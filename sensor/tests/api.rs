@@ -27,8 +27,8 @@ use sensor::{
         oci::SecurityFacts,
     },
     event::{
-        ContainerCreated, ContainerExited, Event, EventKind, ExecFlags, FileCreated, LostEvents,
-        Process, ProcessExec, ProcessExit,
+        CapMask, ContainerCreated, ContainerExited, Event, EventKind, ExecFlags, FileCreated,
+        LostEvents, Mode, Process, ProcessExec, ProcessExit,
     },
     pipeline::Stats,
     probes::KernelCounters,
@@ -148,7 +148,7 @@ fn process(pid: u32, binary: &str) -> Process {
         euid: 0,
         egid: 0,
         loginuid: None,
-        cap_effective: "0x0".into(),
+        cap_effective: CapMask(0),
         comm: "c".into(),
         cgroup_id: 7,
         cgroup_v1_id: 0,
@@ -161,7 +161,7 @@ fn process(pid: u32, binary: &str) -> Process {
 
 fn event(kind: EventKind) -> Event {
     Event {
-        time: String::new(),
+        time_unix_ns: 0,
         boot_ns: 1_000,
         kind,
     }
@@ -199,7 +199,7 @@ fn file(binary: &str, c: Option<ContainerRef>) -> Event {
         operation: "create",
         path: "/tmp/dropped".into(),
         source: None,
-        mode: "100755".into(),
+        mode: Mode::new(0o100755),
         old_mode: None,
         replaced: false,
         path_truncated: false,

@@ -174,9 +174,8 @@ fn process(ids: &ExecIds, p: &event::Process, parent_start: Option<u64>) -> pb::
         euid: p.euid,
         egid: p.egid,
         loginuid: p.loginuid,
-        cap_effective: u64::from_str_radix(p.cap_effective.trim_start_matches("0x"), 16)
-            .unwrap_or(0),
-        comm: p.comm.clone(),
+        cap_effective: p.cap_effective.0,
+        comm: p.comm.text().into_owned(),
         cgroup_id: p.cgroup_id,
         cgroup_v1_id: p.cgroup_v1_id,
         mntns: p.mntns,
@@ -196,10 +195,6 @@ fn file_operation(op: &str) -> pb::FileOperation {
         "chmod_exec" => pb::FileOperation::ChmodExec,
         _ => pb::FileOperation::Unspecified,
     }
-}
-
-fn octal(mode: &str) -> u32 {
-    u32::from_str_radix(mode, 8).unwrap_or(0)
 }
 
 pub fn loss_cause(cause: &str) -> pb::LossCause {
@@ -263,8 +258,8 @@ pub fn event(ids: &ExecIds, clock_unix_ns: i128, e: &Event, seq: u64) -> pb::Eve
             operation: file_operation(x.operation) as i32,
             path: x.path.clone(),
             source: x.source.clone(),
-            mode: octal(&x.mode),
-            old_mode: x.old_mode.as_deref().map(octal),
+            mode: x.mode.bits(),
+            old_mode: x.old_mode.map(|m| m.bits()),
             replaced: x.replaced,
             path_truncated: x.path_truncated,
             read_error: x.read_error,
@@ -310,11 +305,11 @@ pub fn event_kind(e: &pb::Event) -> pb::EventKind {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::event::{ExecFlags, Parent, Process, ProcessExec};
+    use crate::event::{CapMask, ExecFlags, FileCreated, Mode, Parent, Process, ProcessExec};
 
     fn exec() -> Event {
         Event {
-            time: "t".into(),
+            time_unix_ns: 0,
             boot_ns: 99,
             kind: EventKind::ProcessExec(ProcessExec {
                 process: Process {
@@ -326,7 +321,7 @@ mod tests {
                     euid: 0,
                     egid: 0,
                     loginuid: None,
-                    cap_effective: "0x1ff".into(),
+                    cap_effective: CapMask(0x1ff),
                     comm: "sh".into(),
                     cgroup_id: 5,
                     cgroup_v1_id: 0,
@@ -393,9 +388,40 @@ mod tests {
     }
 
     #[test]
-    fn modes_and_causes() {
-        assert_eq!(octal("100755"), 0o100755);
-        assert_eq!(octal("garbage"), 0);
+    fn file_modes_are_numbers() {
+        let ids = ExecIds {
+            node: "n1".into(),
+            boot_unix_secs: 1000,
+        };
+        let EventKind::ProcessExec(x) = exec().kind else {
+            panic!("exec")
+        };
+        let file = Event {
+            time_unix_ns: 0,
+            boot_ns: 1,
+            kind: EventKind::FileCreated(FileCreated {
+                process: x.process,
+                operation: "chmod_exec",
+                path: "/tmp/x".into(),
+                source: None,
+                mode: Mode::new(0o100755),
+                old_mode: Some(Mode::new(0o100644)),
+                replaced: false,
+                path_truncated: false,
+                read_error: false,
+                container: None,
+            }),
+        };
+        let Some(pb::event::Kind::FileCreated(f)) = event(&ids, 0, &file, 1).kind else {
+            panic!("file")
+        };
+        assert_eq!((f.mode, f.old_mode), (0o100755, Some(0o100644)));
+        assert_eq!(f.operation, pb::FileOperation::ChmodExec as i32);
+        assert_eq!(f.process.expect("process").comm, "sh");
+    }
+
+    #[test]
+    fn causes_and_operations() {
         assert_eq!(
             loss_cause("ring_buffer_full"),
             pb::LossCause::RingBufferFull

@@ -249,7 +249,7 @@ mod tests {
 
     fn exit(pid: u32) -> Event {
         Event {
-            time: String::new(),
+            time_unix_ns: 0,
             boot_ns: u64::from(pid),
             kind: EventKind::ProcessExit(ProcessExit {
                 pid,

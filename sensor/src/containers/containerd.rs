@@ -374,7 +374,7 @@ impl Watcher {
             return;
         }
         let event = Event {
-            time: clock::rfc3339(unix_ns),
+            time_unix_ns: unix_ns,
             boot_ns: clock::boot_ns(),
             kind: EventKind::ContainerCreated(ContainerCreated {
                 container: (*info).clone(),
@@ -391,7 +391,7 @@ impl Watcher {
         }
         let duration_ns = info.started_unix_ns.map(|s| (unix_ns - s).max(0) as u64);
         let event = Event {
-            time: clock::rfc3339(unix_ns),
+            time_unix_ns: unix_ns,
             boot_ns: clock::boot_ns(),
             kind: EventKind::ContainerExited(ContainerExited {
                 container: info.reference(),
