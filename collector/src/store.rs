@@ -1,10 +1,11 @@
 //! The event store: one SQLite database (WAL, `synchronous=NORMAL`).
 //!
 //! `events` holds every stored event (its prost encoding in `body`, the facts filters use in
-//! indexed columns); `containers` the last known state of each container of each node;
-//! `sensors` the highest acknowledged sequence number of each sensor run, so that the ack
-//! state survives a restart. All methods are blocking: call them from a blocking thread
-//! (`tokio::task::spawn_blocking`). A batch is written in one transaction.
+//! columns); `containers` the last known state of each container of each node; `runs` the
+//! highest stored (and acknowledged) sequence number of each sensor run, so that the ack state
+//! and de-duplication survive a restart. All methods are blocking: call them from a blocking
+//! thread (`tokio::task::spawn_blocking`). A batch is written in one transaction, together with
+//! its run's new `last_seq`.
 
 use std::{
     collections::HashMap,
@@ -19,6 +20,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, params, params_from_ite
 use crate::filter::{Compiled, Facts, Filter};
 
 mod alerts;
+mod schema;
 pub use alerts::AlertQuery;
 
 /// Default number of events kept.
@@ -32,11 +34,22 @@ pub const DEFAULT_QUERY_LIMIT: usize = 1000;
 /// Most events a query returns.
 pub const MAX_QUERY_LIMIT: usize = 10_000;
 
+/// The version of the schema below, kept in the database's `user_version`. Version 1 (0 in
+/// `user_version`: it did not set it) had a TEXT `run_id` in every event, `UNIQUE(run_id, seq)`
+/// and an `events_node_time` index; [`Store::open`] migrates such a database once.
+pub const SCHEMA_VERSION: i64 = 2;
+
+/// `events` carries no uniqueness constraint: a run's events arrive in sequence order (the
+/// sensor sends them so, and re-sends from its oldest unacknowledged one), so an event whose seq
+/// is at or below the highest stored seq of its run (`runs.last_seq`, written in the same
+/// transaction as the events) is a re-send. `events.run` is the `runs` row id. Queries by node
+/// walk the primary key (they return events in id order) or `events_time` when a time range
+/// is given.
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS events(
     id INTEGER PRIMARY KEY,
     node TEXT NOT NULL,
-    run_id TEXT NOT NULL,
+    run INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     time_unix_nano INTEGER NOT NULL,
     kind INTEGER NOT NULL,
@@ -47,11 +60,9 @@ CREATE TABLE IF NOT EXISTS events(
     cronjob TEXT,
     container_id TEXT,
     binary TEXT,
-    body BLOB NOT NULL,
-    UNIQUE(run_id, seq)
+    body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS events_time ON events(time_unix_nano);
-CREATE INDEX IF NOT EXISTS events_node_time ON events(node, time_unix_nano);
 CREATE TABLE IF NOT EXISTS containers(
     node TEXT NOT NULL,
     id TEXT NOT NULL,
@@ -60,10 +71,11 @@ CREATE TABLE IF NOT EXISTS containers(
     exited_unix_nano INTEGER,
     PRIMARY KEY(node, id)
 );
-CREATE TABLE IF NOT EXISTS sensors(
+CREATE TABLE IF NOT EXISTS runs(
+    id INTEGER PRIMARY KEY,
     sensor TEXT NOT NULL,
-    run_id TEXT NOT NULL PRIMARY KEY,
-    last_seq INTEGER NOT NULL,
+    run_id TEXT NOT NULL UNIQUE,
+    last_seq INTEGER,
     last_seen INTEGER NOT NULL
 );
 ";
@@ -82,6 +94,32 @@ pub enum StoreError {
     /// A statement failed.
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The database file has a schema this collector does not know.
+    #[error(
+        "the database {path} has schema version {found}, newer than this collector's \
+         ({SCHEMA_VERSION}): run the collector version that wrote it, or move the file aside to \
+         start with an empty database"
+    )]
+    NewerSchema {
+        /// The database path.
+        path: PathBuf,
+        /// Its `user_version`.
+        found: i64,
+    },
+    /// The database file is not one of this collector's (nor of an earlier version).
+    #[error(
+        "the database {path} is not a jobwatch collector database ({problem}): point db_path \
+         at another file, or move this one aside"
+    )]
+    Foreign {
+        /// The database path.
+        path: PathBuf,
+        /// What does not fit.
+        problem: String,
+    },
+    /// An event did not encode (prost refuses only a full buffer; ours grows).
+    #[error("encoding an event: {0}")]
+    Encode(#[from] prost::EncodeError),
     /// A stored body did not decode.
     #[error("stored event {id} does not decode: {source}")]
     Decode {
@@ -151,12 +189,23 @@ pub struct SensorRow {
     pub last_seen_unix_nano: i64,
 }
 
+/// What the store knows of one sensor run (mirrors its `runs` row).
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    /// The `runs` row id (`events.run`).
+    key: i64,
+    /// Highest stored seq; None before the run's first event.
+    last_seq: Option<u64>,
+}
+
 struct Inner {
     conn: Connection,
-    /// Highest acknowledged seq per run.
-    runs: HashMap<String, u64>,
+    /// Every run, by run id.
+    runs: HashMap<String, Run>,
     /// Events in the table now.
     events: u64,
+    /// Scratch buffer for event bodies (one allocation for the life of the store).
+    body: Vec<u8>,
 }
 
 /// The store; share it behind an `Arc`.
@@ -193,26 +242,43 @@ impl Store {
             source,
         };
         let conn = Connection::open(path).map_err(open_err)?;
+        // 16 KiB pages for a new file (an existing file keeps its own): fewer pages per event
+        // to balance, write to the WAL and checkpoint (measured with the store_ingest example:
+        // docs/performance.md).
+        conn.execute_batch("PRAGMA page_size=16384")
+            .map_err(open_err)?;
         conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get::<_, String>(0))
             .map_err(open_err)?;
+        let page_size: i64 = conn
+            .query_row("PRAGMA page_size", [], |r| r.get(0))
+            .map_err(open_err)?;
         // Ingest: a larger page cache keeps the index pages that every insert touches in
-        // memory, and a larger WAL checkpoint threshold copies a page rewritten by many
-        // batches back to the database once instead of every 1000 pages (measured in
-        // docs/performance.md).
-        conn.execute_batch(
-            "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint=8192;",
-        )
+        // memory, and a larger WAL checkpoint threshold (32 MiB instead of 1000 pages) copies
+        // a page rewritten by many batches back to the database once instead of many times
+        // (measured in docs/performance.md).
+        conn.execute_batch(&format!(
+            "PRAGMA synchronous=NORMAL; PRAGMA cache_size=-32768; PRAGMA wal_autocheckpoint={};",
+            (32 << 20) / page_size.max(512)
+        ))
         .map_err(open_err)?;
-        conn.execute_batch(SCHEMA).map_err(open_err)?;
+        schema::prepare(&conn, path)?;
         conn.execute_batch(alerts::SCHEMA).map_err(open_err)?;
         let runs = {
             let mut stmt = conn
-                .prepare("SELECT run_id, last_seq FROM sensors")
+                .prepare("SELECT run_id, id, last_seq FROM runs")
                 .map_err(open_err)?;
-            stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, seq_of(r.get(1)?))))
-                .map_err(open_err)?
-                .collect::<Result<HashMap<_, _>, _>>()
-                .map_err(open_err)?
+            stmt.query_map([], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    Run {
+                        key: r.get(1)?,
+                        last_seq: r.get::<_, Option<i64>>(2)?.map(seq_of),
+                    },
+                ))
+            })
+            .map_err(open_err)?
+            .collect::<Result<HashMap<_, _>, _>>()
+            .map_err(open_err)?
         };
         let events: i64 = conn
             .query_row("SELECT count(*) FROM events", [], |r| r.get(0))
@@ -232,6 +298,7 @@ impl Store {
                 conn,
                 runs,
                 events: events.max(0) as u64,
+                body: Vec::new(),
             }),
             reader,
             retention,
@@ -252,12 +319,17 @@ impl Store {
 
     /// The highest acknowledged seq of a run (0 when unknown).
     pub fn acked(&self, run_id: &str) -> u64 {
-        self.lock().runs.get(run_id).copied().unwrap_or(0)
+        self.lock()
+            .runs
+            .get(run_id)
+            .and_then(|r| r.last_seq)
+            .unwrap_or(0)
     }
 
     /// Stores a validated batch in one transaction. Re-sent events are ignored (counted as
-    /// duplicates). The ack is the highest seq of the run seen so far: a jump in sequence
-    /// numbers is accepted (the sensor reports such losses itself as `LostEvents`).
+    /// duplicates): the events of a run arrive in sequence order, so an event whose seq is not
+    /// above the highest stored seq of its run is one. The ack is that highest seq: a jump in
+    /// sequence numbers is accepted (the sensor reports such losses itself as `LostEvents`).
     pub fn insert_batch(
         &self,
         sensor: &str,
@@ -267,17 +339,29 @@ impl Store {
     ) -> Result<BatchOutcome, StoreError> {
         let mut guard = self.lock();
         let inner = &mut *guard;
-        let prev = inner.runs.get(run_id).copied().unwrap_or(0);
-        let ack_seq = events.iter().map(|e| e.seq).fold(prev, u64::max);
+        let known = inner.runs.get(run_id).copied();
+        let mut last_seq = known.and_then(|r| r.last_seq);
         let mut out = BatchOutcome {
-            ack_seq,
+            stored: Vec::with_capacity(events.len()),
             ..BatchOutcome::default()
         };
+        let body = &mut inner.body;
         let tx = inner.conn.transaction()?;
-        {
+        let key = {
+            let key = match known {
+                Some(r) => r.key,
+                None => {
+                    tx.prepare_cached(
+                        "INSERT INTO runs(sensor, run_id, last_seq, last_seen)
+                         VALUES (?1, ?2, NULL, ?3)",
+                    )?
+                    .execute(params![sensor, run_id, now_unix_nano])?;
+                    tx.last_insert_rowid()
+                }
+            };
             let mut insert = tx.prepare_cached(
-                "INSERT OR IGNORE INTO events(node, run_id, seq, time_unix_nano, kind, namespace,
-                 pod, workload_kind, workload, cronjob, container_id, binary, body)
+                "INSERT INTO events(node, run, seq, time_unix_nano, kind, namespace, pod,
+                 workload_kind, workload, cronjob, container_id, binary, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
             )?;
             let mut upsert = tx.prepare_cached(
@@ -291,14 +375,20 @@ impl Store {
                  WHERE node = ?1 AND id = ?2",
             )?;
             for mut event in events {
+                if last_seq.is_some_and(|last| event.seq <= last) {
+                    out.duplicates += 1;
+                    continue;
+                }
+                last_seq = Some(event.seq);
                 if event.node.is_empty() {
                     event.node = sensor.to_owned();
                 }
-                let body = event.encode_to_vec();
+                body.clear();
+                event.encode(body)?;
                 let f = Facts::of(&event);
-                let n = insert.execute(params![
+                insert.execute(params![
                     sensor,
-                    run_id,
+                    key,
                     seq_sql(event.seq),
                     event.time_unix_nano,
                     f.kind.map_or(0, |k| k as i32),
@@ -309,12 +399,8 @@ impl Store {
                     f.cronjob,
                     f.container_id,
                     f.binary,
-                    body,
+                    body.as_slice(),
                 ])?;
-                if n == 0 {
-                    out.duplicates += 1;
-                    continue;
-                }
                 let id = tx.last_insert_rowid();
                 match &event.kind {
                     Some(pb::event::Kind::ContainerCreated(c)) => {
@@ -339,16 +425,25 @@ impl Store {
                     event: Some(event),
                 });
             }
-            tx.execute(
-                "INSERT INTO sensors(sensor, run_id, last_seq, last_seen) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(run_id) DO UPDATE SET sensor = excluded.sensor,
-                 last_seq = excluded.last_seq, last_seen = excluded.last_seen",
-                params![sensor, run_id, seq_sql(ack_seq), now_unix_nano],
-            )?;
-        }
+            tx.prepare_cached(
+                "UPDATE runs SET sensor = ?2, last_seq = ?3, last_seen = ?4 WHERE id = ?1",
+            )?
+            .execute(params![key, sensor, last_seq.map(seq_sql), now_unix_nano])?;
+            key
+        };
         tx.commit()?;
-        inner.runs.insert(run_id.to_owned(), ack_seq);
+        if inner.body.capacity() > 1 << 20 {
+            // One huge event does not keep its buffer for the life of the store.
+            inner.body = Vec::new();
+        }
+        match inner.runs.get_mut(run_id) {
+            Some(r) => r.last_seq = last_seq,
+            None => {
+                inner.runs.insert(run_id.to_owned(), Run { key, last_seq });
+            }
+        }
         inner.events += out.stored.len() as u64;
+        out.ack_seq = last_seq.unwrap_or(0);
         Ok(out)
     }
 
@@ -457,8 +552,8 @@ impl Store {
     pub fn sensors(&self) -> Result<Vec<SensorRow>, StoreError> {
         self.read(|conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT sensor, run_id, last_seq, max(last_seen) FROM sensors
-             GROUP BY sensor ORDER BY sensor",
+                "SELECT sensor, run_id, ifnull(last_seq, 0), max(last_seen) FROM runs
+                 GROUP BY sensor ORDER BY sensor",
             )?;
             let rows = stmt
                 .query_map([], |r| {
@@ -643,5 +738,72 @@ mod tests {
         assert_eq!(s.events_stored(), 3);
         assert!(s.get(1).expect("get").is_none());
         assert_eq!(s.sensors().expect("sensors")[0].last_seq, 6);
+    }
+
+    #[test]
+    fn re_sends_are_recognised_by_the_runs_highest_stored_seq() {
+        let s = Store::open(Path::new(":memory:"), Retention::default()).expect("open");
+        let o = s.insert_batch("n1", "r1", vec![], 1).expect("empty");
+        assert_eq!((o.ack_seq, o.stored.len()), (0, 0));
+        assert_eq!(s.sensors().expect("sensors")[0].last_seq, 0);
+        // Seq 0 is an event like any other, once.
+        let o = s
+            .insert_batch("n1", "r1", vec![exec(0, "/a"), exec(0, "/a")], 2)
+            .expect("seq 0");
+        assert_eq!((o.ack_seq, o.stored.len(), o.duplicates), (0, 1, 1));
+        // A jump is accepted; what is not above the highest stored seq is a re-send, in a
+        // batch or across batches.
+        let o = s
+            .insert_batch(
+                "n1",
+                "r1",
+                vec![exec(1, "/b"), exec(4, "/c"), exec(3, "/d")],
+                3,
+            )
+            .expect("jump");
+        assert_eq!((o.ack_seq, o.stored.len(), o.duplicates), (4, 2, 1));
+        let o = s
+            .insert_batch(
+                "n1",
+                "r1",
+                vec![exec(2, "/e"), exec(4, "/c"), exec(5, "/f")],
+                4,
+            )
+            .expect("overlap");
+        assert_eq!((o.ack_seq, o.stored.len(), o.duplicates), (5, 1, 2));
+        assert_eq!(o.stored[0].id, 4);
+        // Runs are independent; acked() follows.
+        let o = s
+            .insert_batch("n1", "r2", vec![exec(1, "/g")], 5)
+            .expect("r2");
+        assert_eq!((o.ack_seq, o.stored.len()), (1, 1));
+        assert_eq!((s.acked("r1"), s.acked("r2"), s.acked("r3")), (5, 1, 0));
+        assert_eq!(s.events_stored(), 5);
+    }
+
+    #[test]
+    fn de_duplication_survives_a_restart() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("collector.db");
+        let s = Store::open(&path, Retention::default()).expect("open");
+        s.insert_batch("n1", "r1", (1..=3).map(|i| exec(i, "/a")).collect(), 1)
+            .expect("insert");
+        drop(s);
+        let s = Store::open(&path, Retention::default()).expect("reopen");
+        assert_eq!(s.acked("r1"), 3);
+        let o = s
+            .insert_batch("n1", "r1", (2..=5).map(|i| exec(i, "/a")).collect(), 2)
+            .expect("re-send");
+        assert_eq!((o.ack_seq, o.stored.len(), o.duplicates), (5, 2, 2));
+        let seqs: Vec<u64> = s
+            .query(&Query {
+                limit: 10,
+                ..Query::default()
+            })
+            .expect("query")
+            .iter()
+            .map(|e| e.event.as_ref().expect("event").seq)
+            .collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5]);
     }
 }
