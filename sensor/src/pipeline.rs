@@ -104,10 +104,16 @@ impl RunningSensor {
         if config.kubernetes_api {
             spawn_owner_watch(Arc::clone(&index), cancel.clone());
         }
+        // Without containerd nothing can bring a container's metadata: events do not wait.
+        let wait = if config.containerd.enabled {
+            Duration::from_millis(config.metadata_wait_ms)
+        } else {
+            Duration::ZERO
+        };
         let attributor = Attributor::new(
             Arc::clone(&index),
             cgroupfs,
-            Duration::from_millis(config.metadata_wait_ms),
+            wait,
             config.metadata_pending_capacity,
         );
 

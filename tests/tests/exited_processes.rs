@@ -11,7 +11,11 @@ use std::{
 };
 
 use jobwatch_tests::{Harness, as_exec, inode, privileged};
-use sensor::{config::Config, containers::index::CgroupFs, procfs::unified_cgroup_root};
+use sensor::{
+    config::{Config, ContainerdConfig},
+    containers::index::CgroupFs,
+    procfs::unified_cgroup_root,
+};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -126,4 +130,39 @@ fn execs_of_processes_gone_before_they_are_read_carry_their_container() {
         assert!(c.metadata_pending, "pid {pid}: no containerd, no metadata");
         assert!(c.pod.is_none() && c.workload.is_none());
     }
+}
+
+#[test]
+fn without_containerd_container_events_do_not_wait_for_metadata() {
+    if !privileged("without_containerd_container_events_do_not_wait_for_metadata") {
+        return;
+    }
+    let cg = ContainerCgroup::new("nowait");
+    let config = Config {
+        // A wait far beyond the test's patience: only not waiting at all passes.
+        metadata_wait_ms: 60_000,
+        containerd: ContainerdConfig {
+            enabled: false,
+            ..ContainerdConfig::default()
+        },
+        ..Config::default()
+    };
+    let mut h = Harness::start(&config);
+    let pid = run_in(&cg.dir);
+    let ev = h
+        .wait_for(WAIT, |e| as_exec(e).is_some_and(|x| x.process.pid == pid))
+        .expect("exec event long before the metadata wait");
+    let c = as_exec(&ev)
+        .and_then(|x| x.container.clone())
+        .expect("container");
+    assert_eq!(c.id, cg.id);
+    assert!(c.metadata_pending);
+    let stats = &h.sensor.as_ref().expect("running").stats;
+    assert_eq!(
+        stats
+            .metadata_waited
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0,
+        "nothing was held: {stats:?}"
+    );
 }
