@@ -30,7 +30,7 @@ use crate::{
     kernel::{AT_FDCWD, fd_file, offsets, path_parts, read, read_ptr, read_user_str},
     maps::{self, PATH_FILTER, PENDING, PendingCall, Scratch, count, filter, scratch},
     path::{write_at_path, write_path},
-    process::{fill_identity, is_host},
+    process::{fill_identity, is_host, mount_ns},
 };
 
 const S_IXUGO: u32 = 0o111;
@@ -318,13 +318,10 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
     // SAFETY: a helper without preconditions.
     let task = unsafe { bpf_get_current_task() };
     let o = offsets();
-    // SAFETY: the buffer is larger than the record and 8-byte aligned; plain data.
-    let rec = unsafe { &mut *(s.buf.as_mut_ptr() as *mut FileRecord) };
     let mut flags = c.flags & file_flag::OLD_MODE_KNOWN;
-    if !fill_identity(&mut rec.process, task) {
-        flags |= file_flag::READ_ERROR;
-    }
-    if is_host(rec.process.mntns) {
+    // The cheap filter first (3 reads), then the path filter (the walk), and the process
+    // identity (about 20 reads) only for what is kept.
+    if is_host(mount_ns(task).unwrap_or(0)) {
         if filter().report_host == 0 {
             count(counter::FILTERED_HOST);
             return Ok(());
@@ -356,6 +353,12 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
     if !path_allowed(s, start, path_len) {
         count(counter::FILTERED_PATH);
         return Ok(());
+    }
+    // SAFETY: the buffer is larger than the record and 8-byte aligned; plain data. The path
+    // lies behind the record.
+    let rec = unsafe { &mut *(s.buf.as_mut_ptr() as *mut FileRecord) };
+    if !fill_identity(&mut rec.process, task) {
+        flags |= file_flag::READ_ERROR;
     }
 
     let second = (start + path_len) & (SCRATCH_HALF - 1);
