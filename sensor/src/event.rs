@@ -43,9 +43,14 @@ pub enum EventKind {
 }
 
 /// A container started (or was found running when the sensor started).
+///
+/// Container data is boxed in every event: it is large (a `ContainerRef` is ~290 bytes, a
+/// `ContainerInfo` ~540) and every event is moved several times between the ring buffer and the
+/// output (reader, attribution, queue, batch); inline, it made every event, host ones too, that
+/// large.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerCreated {
-    pub container: ContainerInfo,
+    pub container: Box<ContainerInfo>,
     /// Already running when the sensor (or its containerd connection) started.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub seen_at_start: bool,
@@ -54,7 +59,7 @@ pub struct ContainerCreated {
 /// A container's first process ended: for a Job, its run is over.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerExited {
-    pub container: ContainerRef,
+    pub container: Box<ContainerRef>,
     pub exit_code: u32,
     /// How long it ran, when its start was seen.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -85,6 +90,7 @@ impl EventKind {
 impl Event {
     /// Attaches the container of a process event (exec, exit, file).
     pub fn set_container(&mut self, container: Option<ContainerRef>) {
+        let container = container.map(Box::new);
         match &mut self.kind {
             EventKind::ProcessExec(x) => x.container = container,
             EventKind::ProcessExit(x) => x.container = container,
@@ -414,7 +420,7 @@ pub struct ProcessExec {
     pub parent: Option<Parent>,
     /// The container, pod and workload; absent for host processes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerRef>,
+    pub container: Option<Box<ContainerRef>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -445,7 +451,7 @@ pub struct ProcessExit {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub binary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerRef>,
+    pub container: Option<Box<ContainerRef>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -470,7 +476,7 @@ pub struct FileCreated {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub read_error: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<ContainerRef>,
+    pub container: Option<Box<ContainerRef>>,
 }
 
 pub fn operation_name(op: u16) -> &'static str {
@@ -709,6 +715,16 @@ mod tests {
             path_len: path.len() as u16,
             old_path_len: 0,
         }
+    }
+
+    #[test]
+    fn events_stay_small() {
+        // Every event is moved several times on its way out: keep large parts boxed.
+        assert!(
+            size_of::<Event>() <= 360,
+            "Event is {} bytes",
+            size_of::<Event>()
+        );
     }
 
     /// The printed line, byte for byte: the public JSON shape.

@@ -176,7 +176,7 @@ fn exec(binary: &str, c: Option<ContainerRef>) -> Event {
         cwd: "/".into(),
         flags: ExecFlags::default(),
         parent: None,
-        container: c,
+        container: c.map(Box::new),
     }))
 }
 
@@ -189,7 +189,7 @@ fn exit(binary: &str, c: Option<ContainerRef>) -> Event {
         start_boot_ns: 10,
         duration_ns: 5,
         binary: binary.into(),
-        container: c,
+        container: c.map(Box::new),
     }))
 }
 
@@ -204,7 +204,7 @@ fn file(binary: &str, c: Option<ContainerRef>) -> Event {
         replaced: false,
         path_truncated: false,
         read_error: false,
-        container: c,
+        container: c.map(Box::new),
     }))
 }
 
@@ -220,12 +220,12 @@ fn scenario() -> Vec<Event> {
         exec("/bin/bash", None),                          // 6
         event(EventKind::ContainerCreated(ContainerCreated {
             // 7
-            container: info("bbb333", ContainerKind::Plain, None, None),
+            container: Box::new(info("bbb333", ContainerKind::Plain, None, None)),
             seen_at_start: true,
         })),
         event(EventKind::ContainerExited(ContainerExited {
             // 8
-            container: job().reference(),
+            container: Box::new(job().reference()),
             exit_code: 0,
             duration_ns: Some(9),
         })),

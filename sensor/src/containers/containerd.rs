@@ -377,7 +377,7 @@ impl Watcher {
             time_unix_ns: unix_ns,
             boot_ns: clock::boot_ns(),
             kind: EventKind::ContainerCreated(ContainerCreated {
-                container: (*info).clone(),
+                container: Box::new((*info).clone()),
                 seen_at_start,
             }),
         };
@@ -394,7 +394,7 @@ impl Watcher {
             time_unix_ns: unix_ns,
             boot_ns: clock::boot_ns(),
             kind: EventKind::ContainerExited(ContainerExited {
-                container: info.reference(),
+                container: Box::new(info.reference()),
                 exit_code: exit_status,
                 duration_ns,
             }),
