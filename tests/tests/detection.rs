@@ -112,10 +112,19 @@ impl Stack {
             if missing.is_empty() {
                 return alerts;
             }
-            assert!(
-                Instant::now() < deadline,
-                "CronJob {cronjob}: no alert of {missing:?} after 60 s; alerts: {alerts:#?}"
-            );
+            if Instant::now() >= deadline {
+                // What the collector stored of the CronJob, to tell a missed event from a
+                // missed judgement.
+                let events = cli_json(
+                    &self.cli,
+                    &self.socket,
+                    &["events", "-o", "json", "--cronjob", cronjob],
+                );
+                panic!(
+                    "CronJob {cronjob}: no alert of {missing:?} after 60 s; alerts: {alerts:#?}\n\
+                     stored events of the CronJob: {events:#?}"
+                );
+            }
             std::thread::sleep(Duration::from_millis(500));
         }
     }

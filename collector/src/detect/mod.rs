@@ -25,7 +25,8 @@ use self::{
     baseline::{Baselines, Seen, job_minutes},
     rules::{Detector, Rule, RuleSet, Scope, Severity, Subject},
     state::{
-        Bounded, Chain, ContainerState, MAX_CONTAINERS, MAX_PROCESSES, ProcessInfo, Processes,
+        Bounded, Chain, ContainerState, MAX_CONTAINERS, MAX_EXITED_CONTAINERS, MAX_PROCESSES,
+        ProcessInfo, Processes,
     },
 };
 
@@ -117,6 +118,9 @@ struct Finding {
 pub struct Engine {
     rules: RuleSet,
     containers: Bounded<(String, String), ContainerState>,
+    /// Containers that exited, kept a while: the sensor may send a container's last events
+    /// after its exit (they can wait for metadata, the runtime's events do not).
+    exited: Bounded<(String, String), ContainerState>,
     processes: Processes,
     baselines: Baselines,
     seen: HashSet<String>,
@@ -141,6 +145,7 @@ impl Engine {
             host_rules: rules.rules.iter().any(|r| r.scope == Scope::All),
             rules,
             containers: Bounded::new(MAX_CONTAINERS),
+            exited: Bounded::new(MAX_EXITED_CONTAINERS),
             processes: Bounded::new(MAX_PROCESSES),
             baselines,
             seen: persisted.seen.into_iter().collect(),
@@ -181,7 +186,10 @@ impl Engine {
                 }
                 Some(pb::event::Kind::ContainerExited(c)) => {
                     if let Some(c) = &c.container {
-                        self.containers.remove(&(event.node.clone(), c.id.clone()));
+                        let key = (event.node.clone(), c.id.clone());
+                        if let Some(state) = self.containers.remove(&key) {
+                            self.exited.insert(key, state);
+                        }
                     }
                 }
                 Some(pb::event::Kind::ProcessExec(e)) => {
@@ -199,6 +207,15 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// What is remembered of a container: running, recently exited, or new.
+    fn container_state(&mut self, node: &str, id: &str) -> &mut ContainerState {
+        let key = (node.to_string(), id.to_string());
+        if self.containers.get(&key).is_none() && self.exited.get(&key).is_some() {
+            return self.exited.get_mut(&key).expect("just looked up");
+        }
+        self.containers.entry(key, ContainerState::default)
     }
 
     /// Rules of a detector that apply to `chain`.
@@ -690,10 +707,7 @@ impl Engine {
         let no_process = pb::Process::default();
         let proc_ = f.process.as_ref().unwrap_or(&no_process);
         if chain.is_container() {
-            let state = self.containers.entry(
-                (event.node.clone(), chain.container_id.clone()),
-                ContainerState::default,
-            );
+            let state = self.container_state(&event.node, &chain.container_id);
             state.remember_created(&f.path, stored);
             if let Some(src) = &f.source
                 && f.operation == pb::FileOperation::Rename as i32
@@ -719,8 +733,10 @@ impl Engine {
                 continue;
             };
             let host = if chain.is_container() {
+                let key = (event.node.clone(), chain.container_id.clone());
                 self.containers
-                    .get(&(event.node.clone(), chain.container_id.clone()))
+                    .get(&key)
+                    .or_else(|| self.exited.get(&key))
                     .and_then(|s| s.host_path(&f.path))
                     .map(|(h, m)| (h, m.source.clone(), m.destination.clone()))
             } else {

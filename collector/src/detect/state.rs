@@ -10,6 +10,8 @@ use super::names;
 
 /// Most containers remembered.
 pub const MAX_CONTAINERS: usize = 65_536;
+/// Most exited containers remembered (for their late events).
+pub const MAX_EXITED_CONTAINERS: usize = 4096;
 /// Most created paths remembered per container.
 pub const MAX_CREATED_PER_CONTAINER: usize = 1024;
 /// Most processes remembered (container processes only).

@@ -108,6 +108,14 @@ impl Events {
         }))
     }
 
+    fn exited(&mut self, at: &Place) -> pb::StoredEvent {
+        self.stored(pb::event::Kind::ContainerExited(pb::ContainerExited {
+            container: Some(at.reference()),
+            exit_code: 0,
+            duration_ns: Some(1_000_000),
+        }))
+    }
+
     /// An exec of `filename` (busybox applets: `binary` is busybox) with `args`.
     fn exec(
         &mut self,
@@ -598,6 +606,48 @@ fn a_host_cron_write_reported_before_its_container_is_judged_when_the_facts_arri
     assert_eq!(plant[0].details["host_path"], "/etc/cron.d/backdoor");
     assert_eq!(plant[0].evidence[0].id, write.id);
     assert_eq!(plant[0].ancestry[0].exec_id, "i1");
+}
+
+#[test]
+fn a_host_cron_write_reported_after_its_container_exited_is_judged_with_its_facts() {
+    // The order the sensor may really send: the runtime's start and exit first, the
+    // container's own events (which waited for its metadata) after.
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("kube-system", "janitor", "janitor-29100300");
+    let security = pb::SecurityFacts {
+        privileged: true,
+        host_mounts: vec![pb::HostMount {
+            source: "/".into(),
+            destination: "/host".into(),
+            readonly: false,
+        }],
+        ..non_root()
+    };
+    let created = ev.created(&at, security);
+    let exited = ev.exited(&at);
+    let init = ev.exec(Some(&at), "i1", "", "/bin/sh", &["sh", "-c", "..."]);
+    let write = ev.file(
+        Some(&at),
+        "i1",
+        pb::FileOperation::Create,
+        "/host/etc/cron.d/backdoor",
+    );
+    let out = e.observe(&[created, exited, init, write.clone()]);
+    let plant: Vec<_> = out
+        .alerts
+        .iter()
+        .filter(|a| a.rule.as_ref().expect("rule").id == "JW007")
+        .collect();
+    assert_eq!(plant.len(), 1, "{:?}", summary(&out));
+    assert_eq!(plant[0].details["host_path"], "/etc/cron.d/backdoor");
+    assert_eq!(plant[0].details["host_mount"], "/ -> /host");
+    assert_eq!(plant[0].evidence[0].id, write.id);
+    assert_eq!(
+        e.table_sizes()[0],
+        ("detection_containers", 0),
+        "an exited container is not among the running ones"
+    );
 }
 
 #[test]
