@@ -252,3 +252,99 @@ fn without_metadata(mut e: Event, id: Option<String>) -> Event {
     }));
     e
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::event::{CapMask, Comm, EventKind, FileCreated, Process};
+
+    /// No process and no cgroup file system to look the cgroup up: a container whose
+    /// metadata may still come.
+    const GONE: u32 = u32::MAX - 1;
+
+    fn file(cgroup_id: u64, path: &str) -> Event {
+        Event {
+            time_unix_ns: 0,
+            boot_ns: 0,
+            kind: EventKind::FileCreated(FileCreated {
+                process: Process {
+                    pid: GONE,
+                    tid: GONE,
+                    ppid: 1,
+                    uid: 0,
+                    gid: 0,
+                    euid: 0,
+                    egid: 0,
+                    loginuid: None,
+                    cap_effective: CapMask(0),
+                    comm: Comm::from("sh"),
+                    cgroup_id,
+                    cgroup_v1_id: 0,
+                    mntns: 7,
+                    host: false,
+                    start_boot_ns: 0,
+                    binary: String::new(),
+                },
+                operation: "create",
+                path: path.into(),
+                source: None,
+                mode: 0o100644.into(),
+                old_mode: None,
+                replaced: false,
+                path_truncated: false,
+                read_error: false,
+                container: None,
+            }),
+        }
+    }
+
+    fn attributor(wait: Duration) -> Attributor {
+        Attributor::new(
+            Arc::new(RwLock::new(ContainerIndex::new())),
+            CgroupFs::default(),
+            wait,
+            16,
+        )
+    }
+
+    fn path(e: &Event) -> &str {
+        match &e.kind {
+            EventKind::FileCreated(f) => &f.path,
+            _ => "",
+        }
+    }
+
+    #[test]
+    fn a_cgroup_whose_wait_ran_out_is_not_held_again() {
+        let mut a = attributor(Duration::from_millis(1));
+        let mut out = Vec::new();
+        a.attribute(file(42, "/first"), GONE, |e| out.push(e));
+        assert!(out.is_empty(), "the first event waits");
+        std::thread::sleep(Duration::from_millis(5));
+        a.release(Instant::now(), &mut |e| out.push(e));
+        assert_eq!(out.len(), 1, "expired");
+        a.attribute(file(42, "/second"), GONE, |e| out.push(e));
+        assert_eq!(out.len(), 2, "the cgroup's next event leaves at once");
+        assert_eq!(path(&out[1]), "/second");
+        a.attribute(file(43, "/other"), GONE, |e| out.push(e));
+        assert_eq!(out.len(), 2, "another cgroup still waits");
+        let s = a.pending_stats();
+        assert_eq!((s.held, s.expired), (2, 1));
+        for e in &out {
+            let EventKind::FileCreated(f) = &e.kind else {
+                panic!("file event");
+            };
+            assert!(f.container.as_ref().is_some_and(|c| c.metadata_pending));
+        }
+    }
+
+    #[test]
+    fn without_a_wait_nothing_is_held() {
+        let mut a = attributor(Duration::ZERO);
+        let mut out = Vec::new();
+        a.attribute(file(42, "/now"), GONE, |e| out.push(e));
+        assert_eq!(out.len(), 1);
+        assert_eq!(a.pending_stats().held, 0);
+        assert_eq!(a.waiting(), 0);
+    }
+}
