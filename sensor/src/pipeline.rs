@@ -87,6 +87,9 @@ impl RunningSensor {
 
         let index = Arc::new(RwLock::new(ContainerIndex::new()));
         let containerd = Arc::new(ContainerdStatus::default());
+        // The runtime's container events go through the reader, which orders them with the
+        // containers' own events (see `Reader::lifecycle`).
+        let (lifecycle_tx, lifecycle) = mpsc::channel(LIFECYCLE_QUEUE);
         if config.containerd.enabled {
             let watcher = Watcher {
                 settings: ContainerdSettings {
@@ -96,7 +99,7 @@ impl RunningSensor {
                 },
                 index: Arc::clone(&index),
                 cgroupfs: cgroupfs.clone(),
-                events: tx.clone(),
+                events: lifecycle_tx,
                 status: Arc::clone(&containerd),
             };
             tokio::spawn(watcher.run(cancel.clone()));
@@ -130,7 +133,7 @@ impl RunningSensor {
         };
         let poll = Duration::from_millis(config.poll_interval_ms);
         let loss = Duration::from_millis(config.loss_report_interval_ms);
-        let task = tokio::spawn(reader.run(ring, poll, loss, cancel.clone()));
+        let task = tokio::spawn(reader.run(ring, lifecycle, poll, loss, cancel.clone()));
         RunningSensor {
             events: rx,
             stats,
@@ -244,10 +247,14 @@ struct Reader {
     reported_queue: u64,
 }
 
+/// Container lifecycle events from the runtime waiting for the reader.
+const LIFECYCLE_QUEUE: usize = 4096;
+
 impl Reader {
     async fn run(
         mut self,
         ring: RingBuf<MapData>,
+        mut lifecycle: mpsc::Receiver<Event>,
         poll: Duration,
         loss: Duration,
         cancel: CancellationToken,
@@ -271,6 +278,9 @@ impl Reader {
             tokio::select! {
                 _ = cancel.cancelled() => {
                     self.drain(fd.get_mut());
+                    while let Ok(event) = lifecycle.try_recv() {
+                        self.lifecycle(fd.get_mut(), event);
+                    }
                     let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
                     self.attributor.flush(&mut |e| send_to(tx, stats, unreported, e));
                     self.report_losses();
@@ -286,6 +296,7 @@ impl Reader {
                         break;
                     }
                 },
+                Some(event) = lifecycle.recv() => self.lifecycle(fd.get_mut(), event),
                 _ = poll_tick.tick() => {
                     self.drain(fd.get_mut());
                     self.release_pending();
@@ -310,6 +321,24 @@ impl Reader {
             let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
             self.attributor
                 .attribute(event, pid, |e| send_to(tx, stats, unreported, e));
+        }
+    }
+
+    /// Sends a container lifecycle event of the runtime in order with the container's own
+    /// events: a ContainerCreated before the events that waited for it (the index knows the
+    /// container by now, so they leave with it right after); a ContainerExited after every
+    /// event of the container (its processes are gone, so their records are in the ring
+    /// buffer already), so that a consumer can take the exit as the container's last event.
+    fn lifecycle(&mut self, ring: &mut RingBuf<MapData>, event: Event) {
+        let exited = matches!(event.kind, EventKind::ContainerExited(_));
+        if exited {
+            self.drain(ring);
+            self.release_pending();
+        }
+        let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
+        send_to(tx, stats, unreported, event);
+        if !exited {
+            self.release_pending();
         }
     }
 

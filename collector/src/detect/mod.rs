@@ -209,6 +209,12 @@ impl Engine {
         out
     }
 
+    /// What is remembered of a container, running or recently exited.
+    fn container(&self, node: &str, id: &str) -> Option<&ContainerState> {
+        let key = (node.to_string(), id.to_string());
+        self.containers.get(&key).or_else(|| self.exited.get(&key))
+    }
+
     /// What is remembered of a container: running, recently exited, or new.
     fn container_state(&mut self, node: &str, id: &str) -> &mut ContainerState {
         let key = (node.to_string(), id.to_string());
@@ -525,8 +531,7 @@ impl Engine {
         let drift_rules = self.rules_for(&chain, |d| matches!(d, Detector::Drift));
         if !drift_rules.is_empty() {
             let created = self
-                .containers
-                .get(&(event.node.clone(), chain.container_id.clone()))
+                .container(&event.node, &chain.container_id)
                 .and_then(|s| {
                     s.created
                         .get(&exe)
@@ -733,10 +738,7 @@ impl Engine {
                 continue;
             };
             let host = if chain.is_container() {
-                let key = (event.node.clone(), chain.container_id.clone());
-                self.containers
-                    .get(&key)
-                    .or_else(|| self.exited.get(&key))
+                self.container(&event.node, &chain.container_id)
                     .and_then(|s| s.host_path(&f.path))
                     .map(|(h, m)| (h, m.source.clone(), m.destination.clone()))
             } else {

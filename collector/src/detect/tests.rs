@@ -651,6 +651,31 @@ fn a_host_cron_write_reported_after_its_container_exited_is_judged_with_its_fact
 }
 
 #[test]
+fn drift_reported_after_its_container_exited_is_still_drift() {
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("batch", "dropper", "dropper-1");
+    let created = ev.created(&at, non_root());
+    let exited = ev.exited(&at);
+    let drop = ev.file(
+        Some(&at),
+        "i1",
+        pb::FileOperation::Create,
+        "/tmp/.cache/payload",
+    );
+    let run = ev.exec(Some(&at), "i2", "i1", "/tmp/.cache/payload", &["payload"]);
+    let out = e.observe(&[created, exited, drop.clone(), run.clone()]);
+    let drift: Vec<_> = out
+        .alerts
+        .iter()
+        .filter(|a| a.rule.as_ref().expect("rule").id == "JW004")
+        .collect();
+    assert_eq!(drift.len(), 1, "{:?}", summary(&out));
+    let ids: Vec<u64> = drift[0].evidence.iter().map(|x| x.id).collect();
+    assert_eq!(ids, [drop.id, run.id]);
+}
+
+#[test]
 fn a_cronjob_baseline_learns_two_runs_then_names_what_is_new() {
     let mut e = engine();
     let mut ev = Events::default();
