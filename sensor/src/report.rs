@@ -6,7 +6,8 @@
 //! mutual TLS), sends the buffered events in sequence order in batches, and forgets them only
 //! once the collector acknowledges them (`ReportAck{seq}`: everything up to `seq` is stored).
 //! When the stream breaks the task reconnects with exponential backoff and jitter and re-sends
-//! every unacknowledged event from the oldest; the collector de-duplicates by `(run_id, seq)`.
+//! every unacknowledged event from the oldest; the collector stores an event once (an event at or
+//! below the highest seq it stored for the run is a re-send).
 //!
 //! # Loss accounting
 //!
