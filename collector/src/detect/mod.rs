@@ -218,8 +218,10 @@ impl Engine {
     /// What is remembered of a container: running, recently exited, or new.
     fn container_state(&mut self, node: &str, id: &str) -> &mut ContainerState {
         let key = (node.to_string(), id.to_string());
-        if self.containers.get(&key).is_none() && self.exited.get(&key).is_some() {
-            return self.exited.get_mut(&key).expect("just looked up");
+        if self.containers.get(&key).is_none()
+            && let Some(state) = self.exited.get_mut(&key)
+        {
+            return state;
         }
         self.containers.entry(key, ContainerState::default)
     }

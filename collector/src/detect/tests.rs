@@ -219,6 +219,26 @@ fn summary(out: &Output) -> Vec<(String, &'static str)> {
         .collect()
 }
 
+/// The alerts of rule `id`, in order.
+fn of_rule<'a>(out: &'a Output, id: &str) -> Vec<&'a pb::Alert> {
+    out.alerts
+        .iter()
+        .filter(|a| a.rule.as_ref().is_some_and(|r| r.id == id))
+        .collect()
+}
+
+/// Facts of a container with the host's `/` mounted at `/host`.
+fn host_root_mounted(base: pb::SecurityFacts) -> pb::SecurityFacts {
+    pb::SecurityFacts {
+        host_mounts: vec![pb::HostMount {
+            source: "/".into(),
+            destination: "/host".into(),
+            readonly: false,
+        }],
+        ..base
+    }
+}
+
 fn non_root() -> pb::SecurityFacts {
     pb::SecurityFacts {
         uid: 65534,
@@ -360,11 +380,7 @@ fn drift_when_a_created_or_chmodded_file_is_executed() {
         again,
         image_binary,
     ]);
-    let drift: Vec<_> = out
-        .alerts
-        .iter()
-        .filter(|a| a.rule.as_ref().is_some_and(|r| r.id == "JW004"))
-        .collect();
+    let drift = of_rule(&out, "JW004");
     assert_eq!(drift.len(), 1, "{:?}", summary(&out));
     let a = drift[0];
     assert_eq!(super::output::severity_name(a.severity), "high");
@@ -573,14 +589,7 @@ fn a_host_cron_write_reported_before_its_container_is_judged_when_the_facts_arri
     let mut e = engine();
     let mut ev = Events::default();
     let at = Place::new("batch", "plant", "plant-1");
-    let security = pb::SecurityFacts {
-        host_mounts: vec![pb::HostMount {
-            source: "/".into(),
-            destination: "/host".into(),
-            readonly: false,
-        }],
-        ..non_root()
-    };
+    let security = host_root_mounted(non_root());
     let init = ev.exec(Some(&at), "i1", "", "/bin/sh", &["sh", "-c", "..."]);
     let write = ev.file(
         Some(&at),
@@ -597,11 +606,7 @@ fn a_host_cron_write_reported_before_its_container_is_judged_when_the_facts_arri
         summary(&out)
     );
     let out = e.observe(&[ev.created(&at, security)]);
-    let plant: Vec<_> = out
-        .alerts
-        .iter()
-        .filter(|a| a.rule.as_ref().expect("rule").id == "JW007")
-        .collect();
+    let plant = of_rule(&out, "JW007");
     assert_eq!(plant.len(), 1, "{:?}", summary(&out));
     assert_eq!(plant[0].details["host_path"], "/etc/cron.d/backdoor");
     assert_eq!(plant[0].evidence[0].id, write.id);
@@ -615,15 +620,10 @@ fn a_host_cron_write_reported_after_its_container_exited_is_judged_with_its_fact
     let mut e = engine();
     let mut ev = Events::default();
     let at = Place::new("kube-system", "janitor", "janitor-29100300");
-    let security = pb::SecurityFacts {
+    let security = host_root_mounted(pb::SecurityFacts {
         privileged: true,
-        host_mounts: vec![pb::HostMount {
-            source: "/".into(),
-            destination: "/host".into(),
-            readonly: false,
-        }],
         ..non_root()
-    };
+    });
     let created = ev.created(&at, security);
     let exited = ev.exited(&at);
     let init = ev.exec(Some(&at), "i1", "", "/bin/sh", &["sh", "-c", "..."]);
@@ -634,11 +634,7 @@ fn a_host_cron_write_reported_after_its_container_exited_is_judged_with_its_fact
         "/host/etc/cron.d/backdoor",
     );
     let out = e.observe(&[created, exited, init, write.clone()]);
-    let plant: Vec<_> = out
-        .alerts
-        .iter()
-        .filter(|a| a.rule.as_ref().expect("rule").id == "JW007")
-        .collect();
+    let plant = of_rule(&out, "JW007");
     assert_eq!(plant.len(), 1, "{:?}", summary(&out));
     assert_eq!(plant[0].details["host_path"], "/etc/cron.d/backdoor");
     assert_eq!(plant[0].details["host_mount"], "/ -> /host");
@@ -665,11 +661,7 @@ fn drift_reported_after_its_container_exited_is_still_drift() {
     );
     let run = ev.exec(Some(&at), "i2", "i1", "/tmp/.cache/payload", &["payload"]);
     let out = e.observe(&[created, exited, drop.clone(), run.clone()]);
-    let drift: Vec<_> = out
-        .alerts
-        .iter()
-        .filter(|a| a.rule.as_ref().expect("rule").id == "JW004")
-        .collect();
+    let drift = of_rule(&out, "JW004");
     assert_eq!(drift.len(), 1, "{:?}", summary(&out));
     let ids: Vec<u64> = drift[0].evidence.iter().map(|x| x.id).collect();
     assert_eq!(ids, [drop.id, run.id]);

@@ -322,21 +322,25 @@ CREATE TABLE IF NOT EXISTS sensors(
         rows.into_iter().map(|(id, _, e)| (id, e)).collect()
     }
 
+    /// Every stored event (up to 100), with its id.
+    fn stored(s: &Store) -> Vec<(i64, pb::Event)> {
+        s.query(&crate::store::Query {
+            limit: 100,
+            ..Default::default()
+        })
+        .expect("query")
+        .into_iter()
+        .map(|e| (e.id as i64, e.event.expect("event")))
+        .collect()
+    }
+
     #[test]
     fn a_version_1_file_is_migrated_keeping_ids_acks_and_de_duplication() {
         let dir = tempfile::tempdir().expect("tempdir");
         let path = db(&dir);
         let rows = v1_file(&path);
         let s = Store::open(&path, Retention::default()).expect("open a version 1 file");
-        let got: Vec<(i64, pb::Event)> = s
-            .query(&crate::store::Query {
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("query")
-            .into_iter()
-            .map(|e| (e.id as i64, e.event.expect("event")))
-            .collect();
+        let got = stored(&s);
         assert_eq!(got, rows, "every event, with its id");
         assert_eq!(s.events_stored(), 5);
         let sensors: Vec<(String, String, u64)> = s
@@ -454,15 +458,7 @@ CREATE TABLE IF NOT EXISTS sensors(
             assert_eq!(version, 0, "unfinished");
         }
         let s = Store::open(&path, Retention::default()).expect("finish the migration");
-        let got: Vec<(i64, pb::Event)> = s
-            .query(&crate::store::Query {
-                limit: 100,
-                ..Default::default()
-            })
-            .expect("query")
-            .into_iter()
-            .map(|e| (e.id as i64, e.event.expect("event")))
-            .collect();
+        let got = stored(&s);
         assert_eq!(got, rows);
         assert_eq!(s.events_stored(), 5);
         let o = s

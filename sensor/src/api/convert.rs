@@ -23,37 +23,20 @@ pub struct ExecIds {
 impl ExecIds {
     /// `<node>:<boot time>:<pid>:<start time>`: stable for the life of a process image.
     pub fn exec_id(&self, pid: u32, start_boot_ns: u64) -> String {
-        // One allocation of the right size, and digits written by hand: this runs for every
-        // event, and `format!` (reallocations, then the `fmt` machinery) showed in profiles.
+        // One allocation of the right size, and integers written with `itoa`: this runs for
+        // every event, and `format!` (reallocations, then the `fmt` machinery) showed in
+        // profiles.
+        let mut digits = itoa::Buffer::new();
         let mut id = String::with_capacity(self.node.len() + 64);
         id.push_str(&self.node);
         id.push(':');
-        if self.boot_unix_secs < 0 {
-            id.push('-');
-        }
-        push_decimal(&mut id, self.boot_unix_secs.unsigned_abs());
+        id.push_str(digits.format(self.boot_unix_secs));
         id.push(':');
-        push_decimal(&mut id, u64::from(pid));
+        id.push_str(digits.format(pid));
         id.push(':');
-        push_decimal(&mut id, start_boot_ns);
+        id.push_str(digits.format(start_boot_ns));
         id
     }
-}
-
-/// Appends `v` in decimal.
-fn push_decimal(out: &mut String, mut v: u64) {
-    let mut buf = [0u8; 20];
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    out.push_str(std::str::from_utf8(&buf[i..]).unwrap_or_default());
 }
 
 fn owner_source(s: OwnerSource) -> i32 {
