@@ -290,6 +290,24 @@ pub fn effective_uid() -> Result<u32> {
         .uid())
 }
 
+/// Bytes free to unprivileged writers on the filesystem that holds `path`, or `None` when
+/// `statvfs` fails.
+#[must_use]
+pub fn free_bytes(path: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(path.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stats` is a valid out pointer; statvfs writes the
+    // whole struct when it returns 0.
+    let stats = unsafe {
+        if libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) != 0 {
+            return None;
+        }
+        stats.assume_init()
+    };
+    Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+}
+
 /// Find an executable called `name` on `PATH`.
 #[must_use]
 pub fn find_on_path(name: &str) -> Option<PathBuf> {

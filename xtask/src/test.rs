@@ -21,6 +21,14 @@ use crate::{
 /// The package of the privileged integration tests (`tests/`).
 pub const PRIVILEGED_TESTS_PACKAGE: &str = "jobwatch-tests";
 
+/// Below this much free disk a clean `cargo xtask test` may not fit (measured: about 5 GiB of
+/// target/ after a clean run, with line tables only).
+const LOW_DISK_BYTES: u64 = 8 << 30;
+
+fn gib(bytes: u64) -> String {
+    format!("{:.1} GiB", bytes as f64 / f64::from(1u32 << 30))
+}
+
 /// Counts summed over libtest's `test result:` lines.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Counts {
@@ -242,11 +250,28 @@ fn has_package(workspace_root: &Path, package: &str) -> bool {
 /// Run every phase and print the summary. The exit code is non-zero when any phase failed.
 pub fn run(workspace_root: &Path) -> Result<ExitCode> {
     let started = Instant::now();
+    let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1");
+    let free_at_start = process::free_bytes(workspace_root);
+    if let Some(free) = free_at_start {
+        eprintln!("==> disk: {} free for target/", gib(free));
+        if free < LOW_DISK_BYTES {
+            eprintln!(
+                "==> disk: WARNING: a clean build and test run needs about {}; builds may fail \
+                 with \"No space left on device\"",
+                gib(LOW_DISK_BYTES)
+            );
+        }
+    }
     setup::run(workspace_root)?;
 
     let host = |args: &[&str]| {
         let mut cmd = process::host_cargo(workspace_root);
         cmd.args(args);
+        // A CI run builds once from a fresh clone: incremental state would only take disk
+        // (gigabytes of target/debug/incremental) and time.
+        if in_ci && std::env::var_os("CARGO_INCREMENTAL").is_none() {
+            cmd.env("CARGO_INCREMENTAL", "0");
+        }
         cmd
     };
     let ebpf_dir = ebpf::crate_dir(workspace_root);
@@ -314,7 +339,6 @@ pub fn run(workspace_root: &Path) -> Result<ExitCode> {
         };
         phases.push(phase);
     } else {
-        let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1");
         eprintln!(
             "==> privileged tests: WARNING: package {PRIVILEGED_TESTS_PACKAGE} is not in the \
              workspace; skipping{}",
@@ -347,6 +371,13 @@ pub fn run(workspace_root: &Path) -> Result<ExitCode> {
         .collect();
     if !failed.is_empty() {
         println!("failed phases: {}", failed.join(", "));
+    }
+    if let (Some(start), Some(end)) = (free_at_start, process::free_bytes(workspace_root)) {
+        println!(
+            "disk: {} free at the start, {} at the end",
+            gib(start),
+            gib(end)
+        );
     }
     println!("{} passed, {} failed", total.passed, total.failed);
     Ok(if failed.is_empty() {
