@@ -305,7 +305,7 @@ pub fn free_bytes(path: &Path) -> Option<u64> {
         }
         stats.assume_init()
     };
-    Some(u64::from(stats.f_bavail).saturating_mul(u64::from(stats.f_frsize)))
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// Find an executable called `name` on `PATH`.
