@@ -113,7 +113,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let events = std::mem::replace(&mut sensor.events, tokio::sync::mpsc::channel(1).1);
     let stdout_json = config.stdout_json;
     let dispatch_hub = hub.clone();
-    let writer = tokio::task::spawn_blocking(move || {
+    let mut writer = tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Handle::current();
         let out = stdout_json.then(|| std::io::stdout().lock());
         rt.block_on(output::dispatch(events, Some(dispatch_hub), out))
@@ -123,25 +123,34 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         match server.as_mut() {
             Some(task) => match task.await {
                 Ok(Ok(())) => None,
-                Ok(Err(e)) => Some(e.to_string()),
-                Err(e) => Some(format!("API task failed: {e}")),
+                Ok(Err(e)) => Some(format!("the API stopped: {e}")),
+                Err(e) => Some(format!("the API stopped: API task failed: {e}")),
             },
             None => std::future::pending().await,
         }
     };
+    // A reader or an output that stops on its own would leave a sensor that looks alive but
+    // sees or passes on nothing: stop with an error instead, so that the DaemonSet restarts it.
+    let mut output_ended = false;
     let failure = tokio::select! {
         _ = sigterm.recv() => { tracing::info!("SIGTERM: shutting down"); None }
         _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
         e = api_failed => e,
+        cause = sensor.failed() => Some(format!("the ring buffer reader stopped: {cause}")),
+        ended = &mut writer => {
+            output_ended = true;
+            Some(format!("the event output stopped: {}", output_end(ended)))
+        }
     };
     api_cancel.cancel();
     let stats = Arc::clone(&sensor.stats);
     let containerd = Arc::clone(&sensor.containerd);
     let kernel = sensor.shutdown().await;
-    match writer.await {
-        Ok(Ok(n)) => tracing::info!(events = n, "output closed"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "output failed"),
-        Err(e) => tracing::warn!(error = %e, "output task failed"),
+    if !output_ended {
+        match writer.await {
+            Ok(Ok(n)) => tracing::info!(events = n, "output closed"),
+            ended => tracing::warn!(error = %output_end(ended), "output failed"),
+        }
     }
     // Every event is in the reporter now: give the collector a moment to acknowledge them.
     if let Some(r) = &reporter {
@@ -162,8 +171,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kernel: Vec<String> = kernel.named().map(|(k, v)| format!("{k}={v}")).collect();
     tracing::info!(?stats, kernel = %kernel.join(" "), ?containerd, hub = ?hub.stats(), "final counters");
     match failure {
-        Some(e) => Err(anyhow::anyhow!("the API stopped: {e}")),
+        Some(e) => Err(anyhow::anyhow!(e)),
         None => Ok(()),
+    }
+}
+
+/// What ended the output task, for messages.
+fn output_end(ended: Result<std::io::Result<u64>, tokio::task::JoinError>) -> String {
+    match ended {
+        Ok(Ok(n)) => format!("closed after {n} events"),
+        Ok(Err(e)) => format!("writing events failed: {e}"),
+        Err(e) => format!("the output task failed: {e}"),
     }
 }
 

@@ -59,6 +59,10 @@ pub struct RunningSensor {
     pub containerd: Arc<ContainerdStatus>,
     counters: Arc<KernelCounterReader>,
     cancel: CancellationToken,
+    /// Cancelled when the reader stops on its own (it cannot poll the ring buffer); the
+    /// cause is in `failure`.
+    failed: CancellationToken,
+    failure: Arc<std::sync::OnceLock<String>>,
     reader: tokio::task::JoinHandle<()>,
     /// Dropping it detaches the programs.
     probes: Attached,
@@ -133,7 +137,18 @@ impl RunningSensor {
         };
         let poll = Duration::from_millis(config.poll_interval_ms);
         let loss = Duration::from_millis(config.loss_report_interval_ms);
-        let task = tokio::spawn(reader.run(ring, lifecycle, poll, loss, cancel.clone()));
+        let failed = CancellationToken::new();
+        let failure = Arc::new(std::sync::OnceLock::new());
+        let task = {
+            let (failed, failure) = (failed.clone(), Arc::clone(&failure));
+            let run = reader.run(ring, lifecycle, poll, loss, cancel.clone());
+            tokio::spawn(async move {
+                if let Err(cause) = run.await {
+                    let _ = failure.set(cause);
+                    failed.cancel();
+                }
+            })
+        };
         RunningSensor {
             events: rx,
             stats,
@@ -142,9 +157,21 @@ impl RunningSensor {
             containerd,
             counters,
             cancel,
+            failed,
+            failure,
             reader: task,
             probes,
         }
+    }
+
+    /// Resolves, with the cause, if the reader stops on its own: no event would be read any
+    /// more, so the sensor must not go on as if it were watching.
+    pub async fn failed(&self) -> String {
+        self.failed.cancelled().await;
+        self.failure
+            .get()
+            .cloned()
+            .unwrap_or_else(|| "the ring buffer reader stopped".to_owned())
     }
 
     pub fn kernel_counters(&self) -> KernelCounters {
@@ -258,7 +285,7 @@ impl Reader {
         poll: Duration,
         loss: Duration,
         cancel: CancellationToken,
-    ) {
+    ) -> Result<(), String> {
         // SAFETY: the ring buffer owns its map fd and the AsyncFd owns the ring buffer, so the
         // fd stays open and unchanged while registered.
         let registered =
@@ -267,7 +294,7 @@ impl Reader {
             Ok(fd) => fd,
             Err(e) => {
                 tracing::error!(error = %e, "cannot poll the ring buffer");
-                return;
+                return Err(format!("cannot poll the ring buffer: {e}"));
             }
         };
         let mut poll_tick = tokio::time::interval(poll);
@@ -284,7 +311,7 @@ impl Reader {
                     let (tx, stats, unreported) = (&self.tx, &self.stats, &mut self.unreported_queue);
                     self.attributor.flush(&mut |e| send_to(tx, stats, unreported, e));
                     self.report_losses();
-                    break;
+                    return Ok(());
                 }
                 ready = fd.readable_mut() => match ready {
                     Ok(mut guard) => {
@@ -293,7 +320,7 @@ impl Reader {
                     }
                     Err(e) => {
                         tracing::error!(error = %e, "ring buffer poll failed");
-                        break;
+                        return Err(format!("ring buffer poll failed: {e}"));
                     }
                 },
                 Some(event) = lifecycle.recv() => self.lifecycle(fd.get_mut(), event),

@@ -111,6 +111,46 @@ fn readme_run_scenario_prints_exec_and_file_events() {
     assert_eq!(created["process"]["comm"], "touch");
 }
 
+/// An output that cannot be written (stdout a pipe nobody reads any more) must not leave a
+/// sensor that looks alive but passes nothing on: it stops, non-zero, naming the cause.
+#[test]
+fn an_unwritable_output_stops_the_sensor_with_an_error() {
+    if !privileged("an_unwritable_output_stops_the_sensor_with_an_error") {
+        return;
+    }
+    let sensor = Command::new(sensor_binary())
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sensor starts");
+    let mut sensor = KillOnDrop(sensor);
+    let logs = stderr_lines(&mut sensor.0);
+    wait_line(&logs, "sensor running", Duration::from_secs(30));
+    // Close the read end: the next flush of the JSON lines fails with EPIPE.
+    drop(sensor.0.stdout.take());
+
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let status = loop {
+        let ran = Command::new("/bin/true").status().expect("/bin/true");
+        assert!(ran.success());
+        if let Some(status) = sensor.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the sensor kept running with its output closed"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(status.code(), Some(1), "a failure exit, got {status}");
+    let line = wait_line(&logs, "sensor: ", Duration::from_secs(5));
+    assert!(
+        line.contains("the event output stopped: writing events failed: Broken pipe"),
+        "the cause is named: {line}"
+    );
+}
+
 #[test]
 fn refuses_to_run_without_privileges() {
     if !privileged("refuses_to_run_without_privileges") {
