@@ -108,7 +108,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     files: before.files + done.files,
                     ..before
                 };
-                let after = observer.settle(ctx, want, Duration::from_secs(3))?;
+                let after = observer.settle(ctx, want, Duration::from_secs(3))?.counts;
                 let s = Step {
                     kind,
                     rep,

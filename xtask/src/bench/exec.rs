@@ -69,8 +69,8 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     execs: before.execs + done.execs,
                     ..before
                 };
-                let after = observer.settle(ctx, want, Duration::from_secs(3))?;
-                let cpu = observer.cpu().minus(cpu0);
+                let settled = observer.settle(ctx, want, Duration::from_secs(3))?;
+                let (after, cpu) = (settled.counts, settled.cpu.minus(cpu0));
                 let step = Step {
                     kind,
                     rate,

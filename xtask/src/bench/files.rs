@@ -100,7 +100,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     files: before.files + if variant.keep { done.files } else { 0 },
                     ..before
                 };
-                let after = observer.settle(ctx, want, Duration::from_secs(3))?;
+                let after = observer.settle(ctx, want, Duration::from_secs(3))?.counts;
                 let r = Run {
                     kind,
                     variant,

@@ -87,6 +87,7 @@ impl Ctx {
         let mut cmd = Command::new(&self.xtask);
         cmd.arg("bench-load")
             .args(spec.args())
+            .env(load::CGROUPS_ENV, spec.cgroups_env())
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

@@ -86,6 +86,15 @@ impl Counts {
     }
 }
 
+/// What [`Observer::settle`] found.
+#[derive(Clone, Copy, Debug)]
+pub struct Settled {
+    /// Everything the configuration recorded and lost so far.
+    pub counts: Counts,
+    /// Its CPU so far, as it was when the last event was recorded.
+    pub cpu: Cpu,
+}
+
 /// CPU used so far by a configuration, ns.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu {
@@ -383,7 +392,20 @@ impl Observer {
         }
     }
 
-    fn sensor_counts(&self, ctx: &Ctx) -> Result<Counts> {
+    /// What the configuration recorded so far, as cheaply as it can be read: for this sensor
+    /// only what the collector stored (read from its database by `sqlite3`, costing neither
+    /// the sensor nor the collector anything), without the loss counters, which would take an
+    /// API call that the sensor pays for.
+    fn progress(&self, ctx: &Ctx) -> Result<Counts> {
+        match self.kind {
+            Kind::Sensor => self.stored_counts(ctx),
+            _ => self.counts(ctx),
+        }
+    }
+
+    /// Exec events of the workload's program stored (and of them attributed to its container)
+    /// and file events stored, from the collector's database.
+    fn stored_counts(&self, ctx: &Ctx) -> Result<Counts> {
         let s = self.sensor.as_ref().context("sensor handle")?;
         let program = sql_quote(&ctx.program.display().to_string());
         let container = ctx
@@ -406,6 +428,17 @@ impl Observer {
             .split('|')
             .map(|x| x.parse().unwrap_or(0))
             .collect();
+        Ok(Counts {
+            execs: v.first().copied().unwrap_or(0),
+            attributed: v.get(1).copied().unwrap_or(0),
+            files: v.get(2).copied().unwrap_or(0),
+            ..Counts::default()
+        })
+    }
+
+    fn sensor_counts(&self, ctx: &Ctx) -> Result<Counts> {
+        let s = self.sensor.as_ref().context("sensor handle")?;
+        let stored = self.stored_counts(ctx)?;
         let counters = sensor_counters(&s.cli, &s.sensor_sock)?;
         let get = |n: &str| counters.iter().find(|(k, _)| k == n).map_or(0, |(_, v)| *v);
         let lost = [
@@ -420,35 +453,37 @@ impl Observer {
         .map(|n| get(n))
         .sum();
         Ok(Counts {
-            execs: v.first().copied().unwrap_or(0),
-            attributed: v.get(1).copied().unwrap_or(0),
-            files: v.get(2).copied().unwrap_or(0),
             lost,
             lost_exec: get("kernel_lost_ringbuf_full_exec"),
             lost_file: get("kernel_lost_ringbuf_full_file"),
+            ..stored
         })
     }
 
     /// Waits until the configuration has recorded `want` (execs and files) or stopped making
-    /// progress for `quiet`; returns the counts then.
-    pub fn settle(&self, ctx: &Ctx, want: Counts, quiet: Duration) -> Result<Counts> {
+    /// progress for `quiet`. Returns the counts then, and the configuration's CPU as it was
+    /// when the last of them was recorded (within one 150 ms poll): the waiting and the
+    /// polling after that are not the configuration's work. The polling reads only what costs
+    /// the configuration nothing (the collector's database, bpftrace's output, the audit log);
+    /// the sensor's loss counters, an API call, are read once at the end, after the CPU.
+    pub fn settle(&self, ctx: &Ctx, want: Counts, quiet: Duration) -> Result<Settled> {
         let deadline = Instant::now() + Duration::from_secs(120);
-        let mut last = self.counts(ctx)?;
+        let mut last = self.progress(ctx)?;
+        let mut cpu = self.cpu();
         let mut changed = Instant::now();
         loop {
-            if self.kind == Kind::None
+            let done = self.kind == Kind::None
                 || (last.execs + last.lost_exec >= want.execs
                     && last.files + last.lost_file >= want.files)
-                    && changed.elapsed() >= Duration::from_millis(300)
-            {
-                return Ok(last);
-            }
-            if changed.elapsed() >= quiet || Instant::now() > deadline {
-                return Ok(last);
+                    && changed.elapsed() >= Duration::from_millis(300);
+            if done || changed.elapsed() >= quiet || Instant::now() > deadline {
+                let counts = self.counts(ctx)?;
+                return Ok(Settled { counts, cpu });
             }
             std::thread::sleep(Duration::from_millis(150));
-            let now = self.counts(ctx)?;
+            let now = self.progress(ctx)?;
             if now != last {
+                cpu = self.cpu();
                 last = now;
                 changed = Instant::now();
             }
