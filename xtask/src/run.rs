@@ -4,7 +4,7 @@
 use std::{
     ffi::OsString,
     io,
-    os::fd::AsFd as _,
+    os::{fd::AsFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, ExitCode, Stdio},
     time::{Duration, Instant},
@@ -62,6 +62,20 @@ pub fn run(workspace_root: &Path, args: &[OsString]) -> Result<ExitCode> {
         .arg(&db)
         .args(["--socket", COLLECTOR_SOCKET]);
     process::remove_outer_cargo_env(&mut collector);
+    // The collector has its own process group, so that the terminal's Ctrl-C stops only the
+    // sensor: the sensor hands its last events to the collector (waiting up to 5 s for their
+    // acknowledgement), and only then is the collector stopped. If this process dies first,
+    // the kernel sends the collector SIGTERM.
+    collector.process_group(0);
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        collector.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                return Err(io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
     let mut collector = collector
         .stdout(Stdio::from(io::stderr().as_fd().try_clone_to_owned()?))
         .spawn()
@@ -85,8 +99,8 @@ pub fn run(workspace_root: &Path, args: &[OsString]) -> Result<ExitCode> {
         cli_bin.display(),
         cli_bin.display()
     );
-    // Ctrl-C reaches the whole process group: the sensor and the collector stop on their own;
-    // this process only waits for them.
+    // Ctrl-C reaches this process group: the sensor stops on its own, this process waits for
+    // it and then stops the collector (in its own group, see above).
     ignore_interrupts();
     let status = sensor.wait().context("waiting for the sensor")?;
     stop(&mut collector);
