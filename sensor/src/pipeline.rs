@@ -59,8 +59,8 @@ pub struct RunningSensor {
     pub containerd: Arc<ContainerdStatus>,
     counters: Arc<KernelCounterReader>,
     cancel: CancellationToken,
-    /// Cancelled when the reader stops on its own (it cannot poll the ring buffer); the
-    /// cause is in `failure`.
+    /// Cancelled when the reader stops on its own (it cannot poll the ring buffer, or it
+    /// panicked); the cause is in `failure` (none for a panic).
     failed: CancellationToken,
     failure: Arc<std::sync::OnceLock<String>>,
     reader: tokio::task::JoinHandle<()>,
@@ -143,9 +143,15 @@ impl RunningSensor {
             let (failed, failure) = (failed.clone(), Arc::clone(&failure));
             let run = reader.run(ring, lifecycle, poll, loss, cancel.clone());
             tokio::spawn(async move {
-                if let Err(cause) = run.await {
-                    let _ = failure.set(cause);
-                    failed.cancel();
+                // Cancels `failed` unless disarmed: also when the reader panics.
+                let guard = failed.drop_guard();
+                match run.await {
+                    Ok(()) => {
+                        guard.disarm();
+                    }
+                    Err(cause) => {
+                        let _ = failure.set(cause);
+                    }
                 }
             })
         };
@@ -171,7 +177,7 @@ impl RunningSensor {
         self.failure
             .get()
             .cloned()
-            .unwrap_or_else(|| "the ring buffer reader stopped".to_owned())
+            .unwrap_or_else(|| "the ring buffer reader panicked".to_owned())
     }
 
     pub fn kernel_counters(&self) -> KernelCounters {
