@@ -24,7 +24,7 @@ pub fn privileged(test: &str) -> bool {
     let caps = sensor::host::effective_caps(&status).unwrap_or(0);
     if let Some(missing) = sensor::host::missing_caps(caps) {
         let msg = format!("{test}: needs root with CAP_BPF and CAP_PERFMON (missing {missing})");
-        if std::env::var("CI").is_ok_and(|v| v == "true") {
+        if xtask::process::in_ci() {
             panic!("{msg}: privileged tests must run in CI");
         }
         eprintln!("SKIPPED {msg}");

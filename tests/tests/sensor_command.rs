@@ -30,6 +30,22 @@ fn stderr_lines(child: &mut Child) -> mpsc::Receiver<String> {
     rx
 }
 
+/// Starts the sensor binary with `args`, stdout and stderr piped, and waits for `ready` in its
+/// log. Returns the sensor and its log lines.
+fn start_sensor(args: &[&std::ffi::OsStr], ready: &str) -> (KillOnDrop, mpsc::Receiver<String>) {
+    let sensor = Command::new(sensor_binary())
+        .args(args)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sensor starts");
+    let mut sensor = KillOnDrop(sensor);
+    let logs = stderr_lines(&mut sensor.0);
+    wait_line(&logs, ready, Duration::from_secs(30));
+    (sensor, logs)
+}
+
 fn wait_line(rx: &mpsc::Receiver<String>, needle: &str, timeout: Duration) -> String {
     let deadline = Instant::now() + timeout;
     let mut seen = Vec::new();
@@ -48,16 +64,7 @@ fn readme_run_scenario_prints_exec_and_file_events() {
     if !privileged("readme_run_scenario_prints_exec_and_file_events") {
         return;
     }
-    let bin = sensor_binary();
-    let sensor = Command::new(&bin)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sensor starts");
-    let mut sensor = KillOnDrop(sensor);
-    let logs = stderr_lines(&mut sensor.0);
-    wait_line(&logs, "sensor running", Duration::from_secs(30));
+    let (mut sensor, logs) = start_sensor(&[], "sensor running");
 
     let dir = TempDir::new("readme");
     let script = format!(
@@ -118,15 +125,7 @@ fn an_unwritable_output_stops_the_sensor_with_an_error() {
     if !privileged("an_unwritable_output_stops_the_sensor_with_an_error") {
         return;
     }
-    let sensor = Command::new(sensor_binary())
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sensor starts");
-    let mut sensor = KillOnDrop(sensor);
-    let logs = stderr_lines(&mut sensor.0);
-    wait_line(&logs, "sensor running", Duration::from_secs(30));
+    let (mut sensor, logs) = start_sensor(&[], "sensor running");
     // Close the read end: the next flush of the JSON lines fails with EPIPE.
     drop(sensor.0.stdout.take());
 
@@ -204,7 +203,6 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
     if !privileged("cli_follows_events_and_reads_status_over_the_api_socket") {
         return;
     }
-    let sensor_bin = sensor_binary();
     let cli = binary("jobwatch-cli", "jobwatch");
     let dir = TempDir::new("api");
     let socket = dir.join("sensor.sock");
@@ -217,17 +215,8 @@ fn cli_follows_events_and_reads_status_over_the_api_socket() {
         ),
     )
     .expect("config");
-    let sensor = Command::new(&sensor_bin)
-        .arg("--config")
-        .arg(&config)
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("sensor starts");
-    let mut sensor = KillOnDrop(sensor);
-    let logs = stderr_lines(&mut sensor.0);
-    wait_line(&logs, "API listening", Duration::from_secs(30));
+    let (mut sensor, _logs) =
+        start_sensor(&["--config".as_ref(), config.as_os_str()], "API listening");
     let deadline = Instant::now() + Duration::from_secs(10);
     while !socket.exists() && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));

@@ -290,6 +290,13 @@ pub fn effective_uid() -> Result<u32> {
         .uid())
 }
 
+/// Whether this runs under CI (`CI=true` or `CI=1`), where a test or phase that cannot run
+/// must fail instead of being skipped.
+#[must_use]
+pub fn in_ci() -> bool {
+    env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1")
+}
+
 /// Bytes free to unprivileged writers on the filesystem that holds `path`, or `None` when
 /// `statvfs` fails.
 #[must_use]

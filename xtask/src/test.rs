@@ -250,7 +250,7 @@ fn has_package(workspace_root: &Path, package: &str) -> bool {
 /// Run every phase and print the summary. The exit code is non-zero when any phase failed.
 pub fn run(workspace_root: &Path) -> Result<ExitCode> {
     let started = Instant::now();
-    let in_ci = std::env::var("CI").is_ok_and(|ci| ci == "true" || ci == "1");
+    let in_ci = process::in_ci();
     let free_at_start = process::free_bytes(workspace_root);
     if let Some(free) = free_at_start {
         eprintln!("==> disk: {} free for target/", gib(free));

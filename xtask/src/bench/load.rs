@@ -15,10 +15,10 @@ use std::{
 
 use anyhow::{Context as _, Result, bail};
 
-/// What a generator is asked to do.
 /// The environment variable that hands the generator its cgroups (see [`Spec::cgroups_env`]).
 pub const CGROUPS_ENV: &str = "JOBWATCH_BENCH_CGROUPS";
 
+/// What a generator is asked to do.
 #[derive(Clone, Debug, Default)]
 pub struct Spec {
     /// `exec`, `create` or `mix`.

@@ -412,8 +412,6 @@ impl Observer {
             .container
             .as_ref()
             .map_or("''".to_string(), |c| sql_quote(&c.id));
-        let prefix = sql_quote(&format!("{}/", ctx.root.display()));
-        let _ = prefix;
         let out = sqlite(
             &s.db,
             &format!(
