@@ -113,10 +113,16 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let events = std::mem::replace(&mut sensor.events, tokio::sync::mpsc::channel(1).1);
     let stdout_json = config.stdout_json;
     let dispatch_hub = hub.clone();
+    let (output_failed_tx, mut output_failed) = tokio::sync::oneshot::channel();
     let mut writer = tokio::task::spawn_blocking(move || {
         let rt = tokio::runtime::Handle::current();
         let out = stdout_json.then(|| std::io::stdout().lock());
-        rt.block_on(output::dispatch(events, Some(dispatch_hub), out))
+        rt.block_on(output::dispatch(
+            events,
+            Some(dispatch_hub),
+            out,
+            Some(output_failed_tx),
+        ))
     });
 
     let api_failed = async {
@@ -137,6 +143,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         _ = sigint.recv() => { tracing::info!("SIGINT: shutting down"); None }
         e = api_failed => e,
         cause = sensor.failed() => Some(format!("the ring buffer reader stopped: {cause}")),
+        Ok(e) = &mut output_failed => {
+            Some(format!("the event output stopped: writing events failed: {e}"))
+        }
         ended = &mut writer => {
             output_ended = true;
             Some(format!("the event output stopped: {}", output_end(ended)))
@@ -148,7 +157,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let kernel = sensor.shutdown().await;
     if !output_ended {
         match writer.await {
-            Ok(Ok(n)) => tracing::info!(events = n, "output closed"),
+            Ok(n) => tracing::info!(events = n, "output closed"),
             ended => tracing::warn!(error = %output_end(ended), "output failed"),
         }
     }
@@ -177,10 +186,9 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
 }
 
 /// What ended the output task, for messages.
-fn output_end(ended: Result<std::io::Result<u64>, tokio::task::JoinError>) -> String {
+fn output_end(ended: Result<u64, tokio::task::JoinError>) -> String {
     match ended {
-        Ok(Ok(n)) => format!("closed after {n} events"),
-        Ok(Err(e)) => format!("writing events failed: {e}"),
+        Ok(n) => format!("closed after {n} events"),
         Err(e) => format!("the output task failed: {e}"),
     }
 }
