@@ -64,7 +64,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         .map(|settings| Reporter::start(settings, report_cancel.clone()));
     let sink: Option<Sink> = reporter
         .clone()
-        .map(|r| -> Sink { Box::new(move |e| r.offer(e)) });
+        .map(|r| -> Sink { Box::new(move |e| r.offer_encoded(e)) });
     let hub = Hub::with_sink(ids, clock, config.api.subscriber_queue, sink);
     let status = status_source(&sensor, &hub, node, reporter.clone());
     if let Some(addr) = config.metrics_address {

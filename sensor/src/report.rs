@@ -38,6 +38,7 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
+use bytes::Bytes;
 use jobwatch_proto::v1 as pb;
 use prost::Message;
 use tokio::{sync::Notify, time::Instant};
@@ -48,6 +49,8 @@ use tonic::{
     transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity},
 };
 use tracing::{debug, error, info, warn};
+
+use crate::api::wire::EncodedEvent;
 
 /// Default for [`ReporterSettings::buffer_events`].
 pub const DEFAULT_BUFFER_EVENTS: usize = 100_000;
@@ -217,7 +220,7 @@ pub struct ReporterStats {
 
 /// One buffered record. Shared with the batch being written, so sending copies no event.
 struct Entry {
-    event: Arc<pb::Event>,
+    event: EncodedEvent,
     /// An event the sensor generated, as opposed to a loss record the reporter made.
     real: bool,
 }
@@ -232,8 +235,10 @@ struct Buffer {
     first_real: usize,
     /// Loss record for never-sent events dropped since the last send.
     pending_lost: Option<pb::Event>,
-    pending: VecDeque<pb::Event>,
+    pending: VecDeque<EncodedEvent>,
     capacity: usize,
+    /// The node the loss records name (the sensor's identity).
+    node: String,
 }
 
 impl Buffer {
@@ -249,7 +254,7 @@ impl Buffer {
                 i += 1;
             }
             if let Some(entry) = self.sent.get_mut(i) {
-                entry.event = Arc::new(loss_record(&entry.event, 1));
+                entry.event = EncodedEvent::of(&loss_record(&self.node, &entry.event, 1));
                 entry.real = false;
                 self.sent_real -= 1;
                 self.first_real = i + 1;
@@ -267,7 +272,7 @@ impl Buffer {
                     lost.count += 1;
                 }
             }
-            None => self.pending_lost = Some(loss_record(&dropped, 1)),
+            None => self.pending_lost = Some(loss_record(&self.node, &dropped, 1)),
         }
         true
     }
@@ -298,22 +303,22 @@ impl Buffer {
     /// The next batch (at most `max` records) for a stream that has sent `sent[..*cursor]`.
     /// Returns the events and how many of them are re-sends. The events are shared with the
     /// buffer (no copy); each one's encoded length is computed once, here.
-    fn take_batch(&mut self, cursor: &mut usize, max: usize) -> (Vec<Arc<pb::Event>>, usize) {
+    fn take_batch(&mut self, cursor: &mut usize, max: usize) -> (Vec<Bytes>, usize) {
         let mut out = Vec::new();
         let mut bytes = 0usize;
         // Whether an event of `len` encoded bytes still fits (a first event always does).
-        let fits = |out: &Vec<Arc<pb::Event>>, bytes: usize, len: usize| {
+        let fits = |out: &Vec<Bytes>, bytes: usize, len: usize| {
             out.len() < max && (out.is_empty() || bytes + len <= MAX_BATCH_BYTES)
         };
         while let Some(entry) = self.sent.get(*cursor) {
-            let len = entry.event.encoded_len();
+            let len = entry.event.bytes.len();
             if !fits(&out, bytes, len) {
                 // The batch filled up with re-sends only.
                 let resent = out.len();
                 return (out, resent);
             }
             bytes += len;
-            out.push(Arc::clone(&entry.event));
+            out.push(entry.event.bytes.clone());
             *cursor += 1;
         }
         let resent = out.len();
@@ -322,8 +327,8 @@ impl Buffer {
             let len = record.encoded_len();
             if self.sent.len() < self.capacity && fits(&out, bytes, len) {
                 bytes += len;
-                let record = Arc::new(record);
-                out.push(Arc::clone(&record));
+                let record = EncodedEvent::of(&record);
+                out.push(record.bytes.clone());
                 self.sent.push_back(Entry {
                     event: record,
                     real: false,
@@ -338,7 +343,7 @@ impl Buffer {
             let Some(event) = self.pending.front() else {
                 break;
             };
-            let len = event.encoded_len();
+            let len = event.bytes.len();
             if !fits(&out, bytes, len) {
                 break;
             }
@@ -346,8 +351,7 @@ impl Buffer {
                 break;
             };
             bytes += len;
-            let event = Arc::new(event);
-            out.push(Arc::clone(&event));
+            out.push(event.bytes.clone());
             self.sent.push_back(Entry { event, real: true });
             self.sent_real += 1;
             *cursor += 1;
@@ -358,9 +362,9 @@ impl Buffer {
 
 /// A `LostEvents{count, REPORTER_BUFFER}` record standing in for `dropped` (same seq, node
 /// and times).
-fn loss_record(dropped: &pb::Event, count: u64) -> pb::Event {
+fn loss_record(node: &str, dropped: &EncodedEvent, count: u64) -> pb::Event {
     pb::Event {
-        node: dropped.node.clone(),
+        node: node.to_owned(),
         time_unix_nano: dropped.time_unix_nano,
         boot_ns: dropped.boot_ns,
         seq: dropped.seq,
@@ -427,6 +431,7 @@ impl Reporter {
                 pending_lost: None,
                 pending: VecDeque::new(),
                 capacity,
+                node: settings.sensor.clone(),
             }),
             wake: Notify::new(),
             batch_max: settings.batch_max.max(1),
@@ -462,6 +467,11 @@ impl Reporter {
     /// awaits: when the buffer is full the oldest event is dropped, counted and replaced by a
     /// `LostEvents{cause: REPORTER_BUFFER}` record (see the module docs).
     pub fn offer(&self, event: pb::Event) {
+        self.offer_encoded(EncodedEvent::of(&event));
+    }
+
+    /// [`Reporter::offer`] for an event already encoded (the sensor's hot path).
+    pub fn offer_encoded(&self, event: EncodedEvent) {
         let (dropped, waiting) = {
             let mut buffer = self.shared.lock();
             buffer.pending.push_back(event);
@@ -548,7 +558,8 @@ type Stream = (
 pub struct BatchRef {
     pub sensor: String,
     pub run_id: String,
-    pub events: Vec<Arc<pb::Event>>,
+    /// Each one an encoded `jobwatch.v1.Event`.
+    pub events: Vec<Bytes>,
 }
 
 impl BatchRef {
@@ -562,8 +573,8 @@ impl BatchRef {
         }
         for e in &self.events {
             encode_key(3, WireType::LengthDelimited, buf);
-            encode_varint(e.encoded_len() as u64, buf);
-            e.encode_raw(buf);
+            encode_varint(e.len() as u64, buf);
+            buf.put_slice(e);
         }
     }
 }
@@ -942,7 +953,7 @@ mod tests {
         let shared = BatchRef {
             sensor: "node-a".into(),
             run_id: "run-1".into(),
-            events: events.into_iter().map(Arc::new).collect(),
+            events: events.iter().map(|e| EncodedEvent::of(e).bytes).collect(),
         };
         let mut buf = Vec::new();
         shared.encode(&mut buf);

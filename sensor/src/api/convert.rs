@@ -39,7 +39,7 @@ impl ExecIds {
     }
 }
 
-fn owner_source(s: OwnerSource) -> i32 {
+pub(crate) fn owner_source(s: OwnerSource) -> i32 {
     (match s {
         OwnerSource::Labels => pb::OwnerSource::Labels,
         OwnerSource::NameInference => pb::OwnerSource::NameInference,
@@ -191,7 +191,7 @@ fn process(ids: &ExecIds, p: &event::Process, parent_start: Option<u64>) -> pb::
     }
 }
 
-fn file_operation(op: &str) -> pb::FileOperation {
+pub(crate) fn file_operation(op: &str) -> pb::FileOperation {
     match op {
         "create" => pb::FileOperation::Create,
         "mknod" => pb::FileOperation::Mknod,

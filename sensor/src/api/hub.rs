@@ -18,6 +18,7 @@ use crate::{
     api::{
         convert::{self, ExecIds},
         filter::Compiled,
+        wire::EncodedEvent,
     },
     clock::BootClock,
     event::Event,
@@ -44,8 +45,8 @@ struct Subscriber {
     lost: u64,
 }
 
-/// Where every numbered event goes besides the subscribers (must not block).
-pub type Sink = Box<dyn Fn(pb::Event) + Send + Sync>;
+/// Where every numbered event goes besides the subscribers, encoded (must not block).
+pub type Sink = Box<dyn Fn(EncodedEvent) + Send + Sync>;
 
 struct Inner {
     ids: ExecIds,
@@ -128,16 +129,14 @@ impl Hub {
             return;
         }
         let unix_ns = self.inner.clock.unix_ns(event.boot_ns);
-        let converted = convert::event(&self.inner.ids, unix_ns, event, seq);
-        let pbe = match (&self.inner.sink, subs.is_empty()) {
-            // Only the reporter listens (the usual case): hand it the event, no copy.
-            (Some(sink), true) => return sink(converted),
-            (Some(sink), false) => {
-                sink(converted.clone());
-                Arc::new(converted)
-            }
-            (None, _) => Arc::new(converted),
-        };
+        if let Some(sink) = &self.inner.sink {
+            // The reporter needs only the bytes: encoded straight from the event, no message.
+            sink(EncodedEvent::encode(&self.inner.ids, unix_ns, event, seq));
+        }
+        if subs.is_empty() {
+            return;
+        }
+        let pbe = convert::event(&self.inner.ids, unix_ns, event, seq);
         let mut lost_now = 0u64;
         subs.retain_mut(|sub| {
             if !sub.filter.matches(&pbe) {
@@ -159,7 +158,7 @@ impl Hub {
                     sub.lost = 0;
                 }
             }
-            match offer(&sub.tx, (*pbe).clone()) {
+            match offer(&sub.tx, pbe.clone()) {
                 Offer::Sent => true,
                 Offer::Full => {
                     sub.lost += 1;

@@ -5,3 +5,4 @@ pub mod filter;
 pub mod hub;
 pub mod server;
 pub mod service;
+pub mod wire;
