@@ -150,20 +150,23 @@ async fn report_loop(
                 problem: format!("{:?} changed to {:?} within a stream", s, batch.sensor),
             });
         }
-        if let Err(e) = check {
-            Counters::add(&c.rejected_batches, 1);
-            let msg = format!("batch {this} (run_id {:?}): {e}", batch.run_id);
-            tracing::warn!(sensor = %batch.sensor, "{msg}");
-            let _ = tx.send(Err(Status::invalid_argument(msg))).await;
-            return;
-        }
+        let events = match check {
+            Ok(events) => events,
+            Err(e) => {
+                Counters::add(&c.rejected_batches, 1);
+                let msg = format!("batch {this} (run_id {:?}): {e}", batch.run_id);
+                tracing::warn!(sensor = %batch.sensor, "{msg}");
+                let _ = tx.send(Err(Status::invalid_argument(msg))).await;
+                return;
+            }
+        };
         sensor.get_or_insert_with(|| batch.sensor.clone());
-        let received = batch.events.len() as u64;
+        let received = events.len() as u64;
         let store = shared.store.clone();
         let pb::ReportBatch {
             sensor: name,
             run_id,
-            events,
+            events: _,
         } = batch;
         let rid = run_id.clone();
         let detection = shared.detection.clone();

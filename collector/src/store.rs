@@ -148,6 +148,20 @@ impl Default for Retention {
     }
 }
 
+/// An event as a sensor sent it: decoded, and the bytes it came in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Received {
+    pub event: pb::Event,
+    /// Its encoding as received, stored as it is (`None`: encode `event`).
+    pub body: Option<bytes::Bytes>,
+}
+
+impl From<pb::Event> for Received {
+    fn from(event: pb::Event) -> Received {
+        Received { event, body: None }
+    }
+}
+
 /// What storing a batch did.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct BatchOutcome {
@@ -334,7 +348,7 @@ impl Store {
         &self,
         sensor: &str,
         run_id: &str,
-        events: Vec<pb::Event>,
+        events: Vec<impl Into<Received>>,
         now_unix_nano: i64,
     ) -> Result<BatchOutcome, StoreError> {
         let mut guard = self.lock();
@@ -374,17 +388,30 @@ impl Store {
                 "UPDATE containers SET exited_unix_nano = ?3, updated_unix_nano = ?3
                  WHERE node = ?1 AND id = ?2",
             )?;
-            for mut event in events {
+            for received in events {
+                let Received {
+                    mut event,
+                    body: received_body,
+                } = received.into();
                 if last_seq.is_some_and(|last| event.seq <= last) {
                     out.duplicates += 1;
                     continue;
                 }
                 last_seq = Some(event.seq);
-                if event.node.is_empty() {
-                    event.node = sensor.to_owned();
-                }
-                body.clear();
-                event.encode(body)?;
+                // The bytes as received, unless the collector completes the event (a sensor
+                // that leaves its node out); decoding and encoding again cost about a tenth of
+                // the collector's CPU per event.
+                let stored_body: &[u8] = match &received_body {
+                    Some(b) if !event.node.is_empty() => b,
+                    _ => {
+                        if event.node.is_empty() {
+                            event.node = sensor.to_owned();
+                        }
+                        body.clear();
+                        event.encode(body)?;
+                        body.as_slice()
+                    }
+                };
                 let f = Facts::of(&event);
                 insert.execute(params![
                     sensor,
@@ -399,7 +426,7 @@ impl Store {
                     f.cronjob,
                     f.container_id,
                     f.binary,
-                    body.as_slice(),
+                    stored_body,
                 ])?;
                 let id = tx.last_insert_rowid();
                 match &event.kind {
@@ -701,6 +728,49 @@ mod tests {
     }
 
     #[test]
+    fn received_bytes_are_stored_as_they_came() {
+        let s = Store::open(Path::new(":memory:"), Retention::default()).expect("open");
+        let sent = exec(1, "/bin/a");
+        // A field this collector does not know (tag 99) is kept: the body is not re-encoded.
+        let mut body = sent.encode_to_vec();
+        body.extend_from_slice(&[0x98, 0x06, 0x07]);
+        let mut nodeless = exec(2, "/bin/b");
+        nodeless.node.clear();
+        let received = vec![
+            Received {
+                event: sent.clone(),
+                body: Some(body.clone().into()),
+            },
+            Received {
+                event: nodeless.clone(),
+                body: Some(nodeless.encode_to_vec().into()),
+            },
+        ];
+        let o = s.insert_batch("n9", "r1", received, 5).expect("insert");
+        assert_eq!(o.stored.len(), 2);
+        let bodies: Vec<Vec<u8>> = {
+            let inner = s.lock();
+            let mut stmt = inner
+                .conn
+                .prepare("SELECT body FROM events ORDER BY id")
+                .expect("select");
+            stmt.query_map([], |r| r.get(0))
+                .expect("rows")
+                .collect::<Result<_, _>>()
+                .expect("bodies")
+        };
+        assert_eq!(bodies[0], body);
+        // A sensor that leaves its node out gets the stream's sensor name, re-encoded.
+        let completed = pb::Event {
+            node: "n9".into(),
+            ..nodeless
+        };
+        assert_eq!(bodies[1], completed.encode_to_vec());
+        assert_eq!(o.stored[1].event.as_ref(), Some(&completed));
+        assert_eq!(o.stored[0].event.as_ref(), Some(&sent));
+    }
+
+    #[test]
     fn insert_dedup_query_retention() {
         let s = Store::open(
             Path::new(":memory:"),
@@ -743,7 +813,9 @@ mod tests {
     #[test]
     fn re_sends_are_recognised_by_the_runs_highest_stored_seq() {
         let s = Store::open(Path::new(":memory:"), Retention::default()).expect("open");
-        let o = s.insert_batch("n1", "r1", vec![], 1).expect("empty");
+        let o = s
+            .insert_batch("n1", "r1", Vec::<pb::Event>::new(), 1)
+            .expect("empty");
         assert_eq!((o.ack_seq, o.stored.len()), (0, 0));
         assert_eq!(s.sensors().expect("sensors")[0].last_seq, 0);
         // Seq 0 is an event like any other, once.

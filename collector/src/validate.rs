@@ -2,6 +2,9 @@
 //! receiver must reject them, not guess).
 
 use jobwatch_proto::v1 as pb;
+use prost::Message;
+
+use crate::store::Received;
 
 /// Longest sensor name, bytes (a DNS name).
 pub const MAX_SENSOR_BYTES: usize = 253;
@@ -33,8 +36,8 @@ fn known<E: TryFrom<i32>>(field: String, v: i32) -> Result<(), Invalid> {
         .map_err(|_| invalid(field, format!("unknown enum value {v}")))
 }
 
-/// Checks a batch; nothing of it may be stored when this fails.
-pub fn batch(b: &pb::ReportBatch) -> Result<(), Invalid> {
+/// Checks a batch and decodes its events; nothing of it may be stored when this fails.
+pub fn batch(b: &pb::ReportBatch) -> Result<Vec<Received>, Invalid> {
     if b.sensor.is_empty() || b.sensor.len() > MAX_SENSOR_BYTES {
         return Err(invalid(
             "sensor",
@@ -53,10 +56,21 @@ pub fn batch(b: &pb::ReportBatch) -> Result<(), Invalid> {
             format!("{} events, at most {MAX_BATCH_EVENTS}", b.events.len()),
         ));
     }
-    for (i, e) in b.events.iter().enumerate() {
-        event(&format!("events[{i}]"), e)?;
+    let mut events = Vec::with_capacity(b.events.len());
+    for (i, body) in b.events.iter().enumerate() {
+        let e = pb::Event::decode(body.clone()).map_err(|e| {
+            invalid(
+                format!("events[{i}]"),
+                format!("does not decode as Event: {e}"),
+            )
+        })?;
+        event(&format!("events[{i}]"), &e)?;
+        events.push(Received {
+            event: e,
+            body: Some(body.clone()),
+        });
     }
-    Ok(())
+    Ok(events)
 }
 
 fn event(at: &str, e: &pb::Event) -> Result<(), Invalid> {
@@ -108,35 +122,57 @@ fn workload(at: &str, w: &Option<pb::Workload>) -> Result<(), Invalid> {
 mod tests {
     use super::*;
 
-    fn ok_batch() -> pb::ReportBatch {
+    fn ok_event() -> pb::Event {
+        pb::Event {
+            seq: 1,
+            kind: Some(pb::event::Kind::FileCreated(pb::FileCreated {
+                operation: pb::FileOperation::Create as i32,
+                ..Default::default()
+            })),
+            ..Default::default()
+        }
+    }
+
+    fn batch_of(events: &[pb::Event]) -> pb::ReportBatch {
         pb::ReportBatch {
             sensor: "n1".into(),
             run_id: "r1".into(),
-            events: vec![pb::Event {
-                seq: 1,
-                kind: Some(pb::event::Kind::FileCreated(pb::FileCreated {
-                    operation: pb::FileOperation::Create as i32,
-                    ..Default::default()
-                })),
-                ..Default::default()
-            }],
+            events: events.iter().map(|e| e.encode_to_vec().into()).collect(),
         }
     }
 
     #[test]
     fn checks() {
-        assert_eq!(batch(&ok_batch()), Ok(()));
-        let mut b = ok_batch();
+        let ok = batch_of(&[ok_event()]);
+        let decoded = batch(&ok).expect("valid");
+        assert_eq!(decoded.len(), 1);
+        assert_eq!(decoded[0].event, ok_event());
+        assert_eq!(decoded[0].body.as_ref(), Some(&ok.events[0]));
+        let mut b = ok.clone();
         b.sensor.clear();
         assert_eq!(batch(&b).map_err(|e| e.field), Err("sensor".into()));
-        let mut b = ok_batch();
-        if let Some(pb::event::Kind::FileCreated(f)) = &mut b.events[0].kind {
+        let mut e = ok_event();
+        if let Some(pb::event::Kind::FileCreated(f)) = &mut e.kind {
             f.operation = 99;
         }
-        let e = batch(&b).expect_err("unknown operation");
-        assert_eq!(e.field, "events[0].file_created.operation");
-        let mut b = ok_batch();
-        b.events[0].kind = None;
-        assert!(batch(&b).is_err());
+        let err = batch(&batch_of(&[ok_event(), e])).expect_err("unknown operation");
+        assert_eq!(err.field, "events[1].file_created.operation");
+        let mut e = ok_event();
+        e.kind = None;
+        assert!(batch(&batch_of(&[e])).is_err());
+    }
+
+    #[test]
+    fn an_undecodable_event_refuses_the_batch() {
+        let mut b = batch_of(&[ok_event(), ok_event()]);
+        // Field 10 (process_exec) claims 100 bytes and has none.
+        b.events[1] = vec![0x52, 100].into();
+        let err = batch(&b).expect_err("undecodable");
+        assert_eq!(err.field, "events[1]");
+        assert!(
+            err.problem.starts_with("does not decode as Event: "),
+            "{}",
+            err.problem
+        );
     }
 }

@@ -948,7 +948,7 @@ mod tests {
         let owned = pb::ReportBatch {
             sensor: "node-a".into(),
             run_id: "run-1".into(),
-            events: events.clone(),
+            events: events.iter().map(|e| e.encode_to_vec().into()).collect(),
         };
         let shared = BatchRef {
             sensor: "node-a".into(),

@@ -73,12 +73,17 @@ impl Collector for Fake {
         let store = Arc::clone(&self.store);
         tokio::spawn(async move {
             while let Ok(Some(batch)) = inbound.message().await {
-                let Some(last) = batch.events.last().map(|e| e.seq) else {
+                let events: Vec<pb::Event> = batch
+                    .events
+                    .iter()
+                    .map(|b| prost::Message::decode(b.clone()).expect("the sensor's events decode"))
+                    .collect();
+                let Some(last) = events.last().map(|e| e.seq) else {
                     continue;
                 };
                 let ack = {
                     let mut s = lock(&store);
-                    for event in batch.events {
+                    for event in events {
                         if s.seen.insert((batch.run_id.clone(), event.seq)) {
                             s.stored.push((batch.run_id.clone(), event));
                         } else {

@@ -142,10 +142,11 @@ pub fn file(seq: u64, op: i32, c: Option<pb::ContainerRef>) -> pb::Event {
 
 /// A batch of `events` for sensor `node-a`, run `run`.
 pub fn batch(run: &str, events: Vec<pb::Event>) -> pb::ReportBatch {
+    use prost::Message;
     pb::ReportBatch {
         sensor: "node-a".into(),
         run_id: run.into(),
-        events,
+        events: events.iter().map(|e| e.encode_to_vec().into()).collect(),
     }
 }
 
