@@ -332,10 +332,12 @@ impl Writer<'_> {
             self.0[at] = len as u8;
             return;
         }
-        let mut prefix = Vec::with_capacity(width);
+        // Move the body to make room for the whole prefix, then write it over the placeholder.
+        let body_at = at + 1;
+        self.0.resize(self.0.len() + width - 1, 0);
+        self.0.copy_within(body_at..body_at + len, at + width);
+        let mut prefix = &mut self.0[at..at + width];
         encode_varint(len as u64, &mut prefix);
-        // Replace the placeholder byte with the whole prefix.
-        self.0.splice(at..=at, prefix);
     }
 }
 
