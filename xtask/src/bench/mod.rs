@@ -85,6 +85,17 @@ impl Ctx {
         observer: Option<&peers::Observer>,
     ) -> Result<load::Done> {
         let mut cmd = Command::new(&self.xtask);
+        // The workload gets a plain environment, as a job's process would. `cargo xtask` runs
+        // under cargo, which sets LD_LIBRARY_PATH to a dozen toolchain and target directories:
+        // every exec of /bin/true then looked for libc.so.6 in each of them, about 35 failed
+        // opens per exec (found at 15:40: 42 opens per exec instead of 2, which cost every
+        // configuration that traces opens, jobwatch about 7 µs of BPF per exec).
+        cmd.env_clear()
+            .env(
+                "PATH",
+                "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            )
+            .env("LANG", "C");
         cmd.arg("bench-load")
             .args(spec.args())
             .env(load::CGROUPS_ENV, spec.cgroups_env())
