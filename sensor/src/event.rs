@@ -7,7 +7,7 @@
 //! numbers (time, capabilities, modes, comm bytes) and are formatted only when serialized: the
 //! API conversion uses the numbers, and building an event formats nothing.
 
-use std::{borrow::Cow, fmt};
+use std::{borrow::Cow, fmt, sync::Arc};
 
 use sensor_common::{ExecRecord, ExitRecord, ProcessIdentity, exec_flag, file_flag, file_op};
 use serde::{Serialize, Serializer};
@@ -399,7 +399,7 @@ fn is_zero(v: &u64) -> bool {
 pub struct Parent {
     pub pid: u32,
     pub binary: String,
-    pub args: Vec<String>,
+    pub args: Arc<[String]>,
     /// How the sensor knows it: "exec" (seen) or "procfs" (seeded at start).
     pub source: ProcessSource,
     /// Its start time, ns since boot (with the pid, it identifies the parent's exec).
@@ -413,7 +413,7 @@ pub struct ProcessExec {
     pub filename: String,
     /// Absolute path of the executed file (the interpreter for scripts).
     pub binary: String,
-    pub args: Vec<String>,
+    pub args: Arc<[String]>,
     pub cwd: String,
     pub flags: ExecFlags,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -415,7 +415,7 @@ impl<'a> Reader<'a> {
             uid,
             comm,
             binary,
-            args,
+            args: args.into(),
             cwd,
             cgroup_id,
             mntns,
@@ -692,7 +692,8 @@ mod tests {
                     "-c".to_string(),
                     "print(1)".to_string(),
                     String::new()
-                ],
+                ]
+                .into(),
                 cwd: "/home/a user".to_string(),
                 cgroup_id: container_cgroup_id,
                 mntns: 4026532100,
@@ -709,7 +710,7 @@ mod tests {
         assert_eq!(kthreadd.cgroup_id, root_cgroup_id);
 
         let init = find(1);
-        assert_eq!(init.args, vec!["/sbin/init", "splash"]);
+        assert_eq!(*init.args, ["/sbin/init", "splash"]);
         assert_eq!(
             init.cgroup_id, 0,
             "init.scope does not exist in the fake hierarchy"

@@ -172,7 +172,7 @@ fn exec(binary: &str, c: Option<ContainerRef>) -> Event {
         process: process(100, binary),
         filename: binary.into(),
         binary: binary.into(),
-        args: vec![binary.into()],
+        args: vec![binary.into()].into(),
         cwd: "/".into(),
         flags: ExecFlags::default(),
         parent: None,

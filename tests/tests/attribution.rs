@@ -135,7 +135,7 @@ fn cronjob_pod_events_carry_the_whole_chain() {
         })
         .expect("exec of /bin/ls in the container");
     let x = as_exec(&ev).expect("exec");
-    assert_eq!(x.args, vec!["/bin/ls", "/tmp"]);
+    assert_eq!(*x.args, ["/bin/ls", "/tmp"]);
     assert_eq!(
         x.binary, "/bin/busybox",
         "paths are seen from the container's root"
@@ -376,7 +376,7 @@ fn sensor_survives_a_containerd_restart() {
     assert_eq!(h.rt.block_on(cri.wait_exit(&id, WAIT)), 0);
     let ev = h
         .wait_for(WAIT, |e| {
-            as_exec(e).is_some_and(|x| x.args == ["/bin/true", "after-restart"])
+            as_exec(e).is_some_and(|x| *x.args == ["/bin/true", "after-restart"])
         })
         .expect("exec after the restart");
     let c = as_exec(&ev)

@@ -58,7 +58,7 @@ fn exec_event_carries_every_field() {
     let binary = std::fs::canonicalize("/bin/true").expect("canonical /bin/true");
     assert_eq!(x.filename, "/bin/true");
     assert_eq!(x.binary, binary.to_string_lossy());
-    assert_eq!(x.args, vec!["/bin/true", "one", "two", "three"]);
+    assert_eq!(*x.args, ["/bin/true", "one", "two", "three"]);
     assert_eq!(x.cwd, dir.path().to_string_lossy());
     let p = &x.process;
     assert_eq!(p.pid, pid);

@@ -225,7 +225,7 @@ pub fn event(ids: &ExecIds, clock_unix_ns: i128, e: &Event, seq: u64) -> pb::Eve
             )),
             filename: x.filename.clone(),
             binary: x.binary.clone(),
-            args: x.args.clone(),
+            args: x.args.to_vec(),
             cwd: x.cwd.clone(),
             flags: Some(pb::ExecFlags {
                 deleted: x.flags.deleted,
@@ -238,7 +238,7 @@ pub fn event(ids: &ExecIds, clock_unix_ns: i128, e: &Event, seq: u64) -> pb::Eve
             parent: x.parent.as_ref().map(|p| pb::Parent {
                 pid: p.pid,
                 binary: p.binary.clone(),
-                args: p.args.clone(),
+                args: p.args.to_vec(),
                 source: match p.source {
                     ProcessSource::Exec => "exec",
                     ProcessSource::Procfs => "procfs",
@@ -338,7 +338,7 @@ mod tests {
                 },
                 filename: "/bin/sh".into(),
                 binary: "/bin/busybox".into(),
-                args: vec!["sh".into(), "-c".into()],
+                args: vec!["sh".into(), "-c".into()].into(),
                 cwd: "/".into(),
                 flags: ExecFlags {
                     upper_layer: true,
@@ -347,7 +347,7 @@ mod tests {
                 parent: Some(Parent {
                     pid: 1,
                     binary: "/sbin/init".into(),
-                    args: vec![],
+                    args: Vec::new().into(),
                     source: ProcessSource::Procfs,
                     start_boot_ns: 3,
                 }),

@@ -101,7 +101,7 @@ fn exec(w: &mut Writer<'_>, ids: &ExecIds, x: &event::ProcessExec) {
     });
     w.string(2, &x.filename);
     w.string(3, &x.binary);
-    for a in &x.args {
+    for a in x.args.iter() {
         w.repeated_string(4, a);
     }
     w.string(5, &x.cwd);
@@ -118,7 +118,7 @@ fn exec(w: &mut Writer<'_>, ids: &ExecIds, x: &event::ProcessExec) {
         w.message(7, |w| {
             w.uint32(1, p.pid);
             w.string(2, &p.binary);
-            for a in &p.args {
+            for a in p.args.iter() {
                 w.repeated_string(3, a);
             }
             w.string(
@@ -441,7 +441,7 @@ mod tests {
                     process: process(10),
                     filename: "/bin/sh".into(),
                     binary: "/bin/busybox".into(),
-                    args: vec!["sh".into(), String::new(), "-c".into(), long_arg.clone()],
+                    args: vec!["sh".into(), String::new(), "-c".into(), long_arg.clone()].into(),
                     cwd: "/".into(),
                     flags: ExecFlags {
                         deleted: true,
@@ -454,7 +454,7 @@ mod tests {
                     parent: Some(Parent {
                         pid: 1,
                         binary: "/sbin/init".into(),
-                        args: vec![String::new(), "splash".into()],
+                        args: vec![String::new(), "splash".into()].into(),
                         source: ProcessSource::Fork,
                         start_boot_ns: 3,
                     }),
@@ -474,7 +474,7 @@ mod tests {
                     },
                     filename: String::new(),
                     binary: String::new(),
-                    args: long_args,
+                    args: long_args.into(),
                     cwd: String::new(),
                     flags: ExecFlags::default(),
                     parent: None,

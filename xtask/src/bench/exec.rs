@@ -32,7 +32,17 @@ impl Step {
 
     /// Observer CPU (processes + BPF) per exec, µs.
     fn us_per_exec(&self) -> f64 {
-        self.cpu.total() as f64 / 1e3 / self.execs.max(1) as f64
+        self.per_exec(self.cpu.total())
+    }
+
+    fn per_exec(&self, ns: u64) -> f64 {
+        ns as f64 / 1e3 / self.execs.max(1) as f64
+    }
+
+    /// jobwatch's node side alone (its BPF programs and the sensor process, not the
+    /// collector), per exec, µs.
+    fn node_us_per_exec(&self) -> f64 {
+        self.per_exec(self.cpu.bpf_ns + self.cpu.first_ns)
     }
 }
 
@@ -98,6 +108,57 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         }
     }
     Ok(section(ctx, rates, secs, reps, &steps, &skipped))
+}
+
+/// jobwatch's CPU per exec by part, and its node side (BPF + sensor) against bpftrace, which
+/// is a node-side tracer only (it stores nothing and detects nothing).
+fn parts(rates: &[f64], steps: &[Step]) -> String {
+    let mut t = Table::new(&[
+        "rate",
+        "BPF µs",
+        "sensor µs",
+        "collector µs",
+        "node side (BPF + sensor) µs",
+        "bpftrace / node side",
+    ]);
+    let mut any = false;
+    for &rate in rates {
+        let ours = of(steps, Kind::Sensor, rate);
+        if ours.is_empty() {
+            continue;
+        }
+        any = true;
+        let spread =
+            |f: &dyn Fn(&Step) -> f64| Spread::of(&ours.iter().map(|x| f(x)).collect::<Vec<_>>());
+        let bpftrace = of(steps, Kind::Bpftrace, rate);
+        let ratio = if bpftrace.is_empty() {
+            "–".to_string()
+        } else {
+            let v: Vec<f64> = bpftrace
+                .iter()
+                .zip(&ours)
+                .map(|(b, o)| b.us_per_exec() / o.node_us_per_exec())
+                .collect();
+            format!("{}x", Spread::of(&v).show(1))
+        };
+        t.row(vec![
+            rate_name(rate),
+            spread(&|x| x.per_exec(x.cpu.bpf_ns)).show(1),
+            spread(&|x| x.per_exec(x.cpu.first_ns)).show(1),
+            spread(&|x| x.per_exec(x.cpu.user_ns.saturating_sub(x.cpu.first_ns))).show(1),
+            spread(&|x| x.node_us_per_exec()).show(1),
+            ratio,
+        ]);
+    }
+    if !any {
+        return String::new();
+    }
+    format!(
+        "\njobwatch's CPU per exec by part (median, min–max): its BPF programs, the sensor \
+         process, the collector process (storage in SQLite and the detection rules), and the \
+         node side alone against bpftrace's whole CPU per exec in the same repetition.\n\n{}",
+        t.markdown()
+    )
 }
 
 fn rate_name(rate: f64) -> String {
@@ -262,6 +323,7 @@ fn section(
          ran in (containerd is not running in the benchmark, so pod and workload metadata are \
          not part of this check)."
     );
+    md.push_str(&parts(rates, steps));
     let have = |k| steps.iter().any(|s| s.kind == k);
     if have(Kind::Auditd) {
         verdicts.push((

@@ -102,6 +102,9 @@ pub struct Cpu {
     pub user_ns: u64,
     /// In-kernel BPF run time of its programs.
     pub bpf_ns: u64,
+    /// utime + stime of its first process alone (the sensor; bpftrace; auditd), included in
+    /// `user_ns`.
+    pub first_ns: u64,
 }
 
 impl Cpu {
@@ -113,6 +116,7 @@ impl Cpu {
         Cpu {
             user_ns: self.user_ns.saturating_sub(o.user_ns),
             bpf_ns: self.bpf_ns.saturating_sub(o.bpf_ns),
+            first_ns: self.first_ns.saturating_sub(o.first_ns),
         }
     }
 }
@@ -332,6 +336,7 @@ impl Observer {
         Cpu {
             user_ns: cpu::sum_ns(&self.cpu_pids),
             bpf_ns: self.bpf_pid.map_or(0, |p| cpu::bpf_ns(p).0),
+            first_ns: cpu::sum_ns(&self.cpu_pids[..self.cpu_pids.len().min(1)]),
         }
     }
 
