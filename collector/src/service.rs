@@ -166,7 +166,7 @@ async fn report_loop(
         let pb::ReportBatch {
             sensor: name,
             run_id,
-            events: _,
+            ..
         } = batch;
         let rid = run_id.clone();
         let detection = shared.detection.clone();

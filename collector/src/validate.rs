@@ -58,7 +58,7 @@ pub fn batch(b: &pb::ReportBatch) -> Result<Vec<Received>, Invalid> {
     }
     let mut events = Vec::with_capacity(b.events.len());
     for (i, body) in b.events.iter().enumerate() {
-        let e = pb::Event::decode(body.clone()).map_err(|e| {
+        let e = pb::Event::decode(body.as_ref()).map_err(|e| {
             invalid(
                 format!("events[{i}]"),
                 format!("does not decode as Event: {e}"),

@@ -301,8 +301,8 @@ impl Buffer {
     }
 
     /// The next batch (at most `max` records) for a stream that has sent `sent[..*cursor]`.
-    /// Returns the events and how many of them are re-sends. The events are shared with the
-    /// buffer (no copy); each one's encoded length is computed once, here.
+    /// Returns the events and how many of them are re-sends. The events' bytes are shared with
+    /// the buffer (no copy).
     fn take_batch(&mut self, cursor: &mut usize, max: usize) -> (Vec<Bytes>, usize) {
         let mut out = Vec::new();
         let mut bytes = 0usize;

@@ -129,11 +129,6 @@ pub fn loadavg() -> String {
         .unwrap_or_default()
 }
 
-/// Sum of [`process_ns`] over pids (ended ones count 0: sample before stopping them).
-pub fn sum_ns(pids: &[u32]) -> u64 {
-    pids.iter().filter_map(|p| process_ns(*p)).sum()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -333,10 +333,17 @@ impl Observer {
 
     /// CPU used so far.
     pub fn cpu(&self) -> Cpu {
+        // Each process read once (ended ones count 0: sample before stopping them); the
+        // first one's figure is part of the sum.
+        let each: Vec<u64> = self
+            .cpu_pids
+            .iter()
+            .map(|&p| cpu::process_ns(p).unwrap_or(0))
+            .collect();
         Cpu {
-            user_ns: cpu::sum_ns(&self.cpu_pids),
+            user_ns: each.iter().sum(),
             bpf_ns: self.bpf_pid.map_or(0, |p| cpu::bpf_ns(p).0),
-            first_ns: cpu::sum_ns(&self.cpu_pids[..self.cpu_pids.len().min(1)]),
+            first_ns: each.first().copied().unwrap_or(0),
         }
     }
 
