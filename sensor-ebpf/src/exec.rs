@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{config, offsets, read, read_ptr, read_str},
+    kernel::{config, offsets, path_parts, read, read_ptr, read_str},
     maps::{self, EVENTS, Scratch, count, filter, scratch},
     path::write_path,
     process::{fill_identity, is_host, mount_ns},
@@ -43,7 +43,7 @@ fn try_exec(bprm: u64) -> Result<(), i64> {
     // 8-byte aligned); ExecRecord is plain data.
     let rec = unsafe { &mut *(s.buf.as_mut_ptr() as *mut ExecRecord) };
     let mut flags = 0u32;
-    if !fill_identity(&mut rec.process, task) {
+    if !fill_identity(&mut rec.process, task, None) {
         flags |= exec_flag::READ_ERROR;
     }
     if is_host(rec.process.mntns) {
@@ -148,9 +148,7 @@ fn try_exec(bprm: u64) -> Result<(), i64> {
 /// flag as it goes. Returns the bytes written.
 #[inline(always)]
 fn write_flagged(s: &mut Scratch, off: usize, path: u64, truncated: u32, flags: &mut u32) -> usize {
-    let o = offsets();
-    let mnt: u64 = read(path, o.path_mnt).unwrap_or(0);
-    let dentry: u64 = read(path, o.path_dentry).unwrap_or(0);
+    let (mnt, dentry) = path_parts(path).unwrap_or((0, 0));
     match write_path(s, off, mnt, dentry) {
         Ok(w) => {
             if w.truncated {

@@ -19,6 +19,7 @@ use aya_ebpf::{
         generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
     },
     macros::tracepoint,
+    maps::lpm_trie::Key,
     programs::TracePointContext,
 };
 use sensor_common::{
@@ -321,7 +322,8 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
     let mut flags = c.flags & file_flag::OLD_MODE_KNOWN;
     // The cheap filter first (3 reads), then the path filter (the walk), and the process
     // identity (about 20 reads) only for what is kept.
-    if is_host(mount_ns(task).unwrap_or(0)) {
+    let mntns = mount_ns(task).unwrap_or(0);
+    if is_host(mntns) {
         if filter().report_host == 0 {
             count(counter::FILTERED_HOST);
             return Ok(());
@@ -350,14 +352,14 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
         flags |= file_flag::PATH_TRUNCATED;
     }
     let path_len = w.len & ((PATH_MAX - 1) | PATH_MAX);
-    if !path_allowed(s, start, path_len) {
+    if !path_allowed(s, path_len) {
         count(counter::FILTERED_PATH);
         return Ok(());
     }
     // SAFETY: the buffer is larger than the record and 8-byte aligned; plain data. The path
     // lies behind the record.
     let rec = unsafe { &mut *(s.buf.as_mut_ptr() as *mut FileRecord) };
-    if !fill_identity(&mut rec.process, task) {
+    if !fill_identity(&mut rec.process, task, Some(mntns)) {
         flags |= file_flag::READ_ERROR;
     }
 
@@ -416,8 +418,14 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
 }
 
 /// The in-kernel path prefix filter: the longest matching prefix decides, else the default.
+///
+/// The lookup key is read in place: its prefix length goes in the 4 bytes before the path
+/// (the record's `path_len` and `old_path_len`, written after the filter), its data is the
+/// path itself (bytes past the path's length are outside the prefix and do not count).
 #[inline(always)]
-fn path_allowed(s: &mut Scratch, start: usize, len: usize) -> bool {
+fn path_allowed(s: &mut Scratch, len: usize) -> bool {
+    const KEY_AT: usize = FILE_RECORD_SIZE - 4;
+    const _: () = assert!(KEY_AT.is_multiple_of(4) && KEY_AT + 4 + PATH_FILTER_KEY_LEN <= SCRATCH_HALF);
     let f = filter();
     if f.path_filter_active == 0 {
         return true;
@@ -427,21 +435,12 @@ fn path_allowed(s: &mut Scratch, start: usize, len: usize) -> bool {
     } else {
         len
     };
-    let src = start & (SCRATCH_HALF - 1);
-    // SAFETY: src < SCRATCH_HALF and PATH_FILTER_KEY_LEN bytes fit behind it; the key has
-    // PATH_FILTER_KEY_LEN bytes.
-    let copied = unsafe {
-        aya_ebpf::helpers::generated::bpf_probe_read_kernel(
-            s.path.filter_key.data.as_mut_ptr().cast(),
-            PATH_FILTER_KEY_LEN as u32,
-            s.buf.as_ptr().add(src).cast(),
-        )
-    };
-    if copied < 0 {
-        return true;
-    }
-    s.path.filter_key.prefix_len = (n * 8) as u32;
-    let action = match PATH_FILTER.get(&s.path.filter_key) {
+    let key = &mut s.buf[KEY_AT..KEY_AT + 4 + PATH_FILTER_KEY_LEN];
+    key[..4].copy_from_slice(&((n * 8) as u32).to_ne_bytes());
+    // SAFETY: the slice holds a `Key` (u32 prefix length, then the data) and is 4-byte
+    // aligned (the buffer is 8-byte aligned and KEY_AT a multiple of 4).
+    let key = unsafe { &*(key.as_ptr() as *const Key<[u8; PATH_FILTER_KEY_LEN]>) };
+    let action = match PATH_FILTER.get(key) {
         Some(a) => *a,
         None => f.path_default,
     };

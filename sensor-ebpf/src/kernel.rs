@@ -43,6 +43,20 @@ pub fn read<T: Copy>(base: u64, off: u32) -> Result<T, i64> {
     }
 }
 
+/// Fills `dst` with the bytes at `base + off` in kernel memory.
+#[inline(always)]
+pub fn read_into(dst: &mut [u8], base: u64, off: u32) -> Result<(), i64> {
+    // SAFETY: the helper writes at most dst.len() bytes into dst and checks the source.
+    let ret = unsafe {
+        bpf_probe_read_kernel(
+            dst.as_mut_ptr().cast::<c_void>(),
+            dst.len() as u32,
+            (base.wrapping_add(off as u64)) as *const c_void,
+        )
+    };
+    if ret < 0 { Err(ret) } else { Ok(()) }
+}
+
 /// Reads a pointer at `base + off`; a null pointer is an error.
 #[inline(always)]
 pub fn read_ptr(base: u64, off: u32) -> Result<u64, i64> {
@@ -125,11 +139,21 @@ pub fn fd_file(task: u64, fd: i32) -> Result<u64, i64> {
     read_ptr(fds, fd as u32 * 8)
 }
 
-/// (vfsmount, dentry) of a `struct path` at `path`.
+/// (vfsmount, dentry) of a `struct path` at `path`: one read when the two pointers are
+/// neighbours (`struct path { mnt; dentry; }` in every kernel), else two.
 #[inline(always)]
 pub fn path_parts(path: u64) -> Result<(u64, u64), i64> {
     let o = offsets();
-    Ok((read_ptr(path, o.path_mnt)?, read_ptr(path, o.path_dentry)?))
+    let (mnt, dentry) = if o.path_dentry == o.path_mnt + 8 {
+        let [mnt, dentry] = read::<[u64; 2]>(path, o.path_mnt)?;
+        (mnt, dentry)
+    } else {
+        (read(path, o.path_mnt)?, read(path, o.path_dentry)?)
+    };
+    if mnt == 0 || dentry == 0 {
+        return Err(-14);
+    }
+    Ok((mnt, dentry))
 }
 
 /// (vfsmount, dentry) of the directory a `*at` syscall resolves `dirfd` against.

@@ -4,14 +4,15 @@ use aya_ebpf::helpers::{
     bpf_get_current_comm, bpf_get_current_pid_tgid, bpf_get_current_uid_gid,
     generated::bpf_get_current_cgroup_id,
 };
-use sensor_common::ProcessIdentity;
+use sensor_common::{KernelOffsets, ProcessIdentity};
 
 use crate::kernel::{config, offsets, read, read_ptr};
 
-/// Fills `p` for `task` (the current task). Returns false when some field could not be read
-/// (the record is still sent, flagged).
+/// Fills `p` for `task` (the current task); `mntns` is its mount namespace when the caller
+/// already read it. Returns false when some field could not be read (the record is still
+/// sent, flagged).
 #[inline(always)]
-pub fn fill_identity(p: &mut ProcessIdentity, task: u64) -> bool {
+pub fn fill_identity(p: &mut ProcessIdentity, task: u64, mntns: Option<u32>) -> bool {
     let o = offsets();
     let pid_tgid = bpf_get_current_pid_tgid();
     p.pid = pid_tgid as u32;
@@ -25,11 +26,11 @@ pub fn fill_identity(p: &mut ProcessIdentity, task: u64) -> bool {
     p._pad = 0;
 
     let mut ok = true;
-    match read_ptr(task, o.task_cred) {
-        Ok(cred) => {
-            p.euid = read(cred, o.cred_euid).unwrap_or(u32::MAX);
-            p.egid = read(cred, o.cred_egid).unwrap_or(u32::MAX);
-            p.cap_effective = read(cred, o.cred_cap_effective).unwrap_or(0);
+    match read_ptr(task, o.task_cred).and_then(|cred| cred_ids(cred, o)) {
+        Ok((euid, egid, cap_effective)) => {
+            p.euid = euid;
+            p.egid = egid;
+            p.cap_effective = cap_effective;
         }
         Err(_) => {
             ok = false;
@@ -47,12 +48,37 @@ pub fn fill_identity(p: &mut ProcessIdentity, task: u64) -> bool {
         Ok(leader) => read(leader, o.task_start_time).unwrap_or(0),
         Err(_) => 0,
     };
-    p.mntns = mount_ns(task).unwrap_or(0);
+    p.mntns = match mntns {
+        Some(ns) => ns,
+        None => mount_ns(task).unwrap_or(0),
+    };
     p.cgroup_v1_id = cgroup_v1_id(task).unwrap_or(0);
     if p.mntns == 0 {
         ok = false;
     }
     ok
+}
+
+/// 32-bit words of `struct cred` read at once from `euid`: `euid`, `egid`, ... `cap_effective`
+/// (40 bytes apart in current kernels); field by field when they lie further apart.
+const CRED_WORDS: usize = 16;
+
+/// (euid, egid, cap_effective) of the `struct cred` at `cred`.
+#[inline(always)]
+fn cred_ids(cred: u64, o: &KernelOffsets) -> Result<(u32, u32, u64), i64> {
+    let egid_at = o.cred_egid.wrapping_sub(o.cred_euid) as usize;
+    let cap_at = o.cred_cap_effective.wrapping_sub(o.cred_euid) as usize;
+    if egid_at.is_multiple_of(4) && cap_at.is_multiple_of(4) && cap_at / 4 + 2 <= CRED_WORDS {
+        let w = read::<[u32; CRED_WORDS]>(cred, o.cred_euid)?;
+        let word = |i: usize| w[i & (CRED_WORDS - 1)];
+        let cap = word(cap_at / 4) as u64 | (word(cap_at / 4 + 1) as u64) << 32;
+        return Ok((w[0], word(egid_at / 4), cap));
+    }
+    Ok((
+        read(cred, o.cred_euid)?,
+        read(cred, o.cred_egid)?,
+        read(cred, o.cred_cap_effective)?,
+    ))
 }
 
 /// Inode number of the task's mount namespace.

@@ -403,6 +403,116 @@ fn umask() -> u32 {
     }
 }
 
+/// Unmounts a bind mount when dropped, also when the test fails.
+struct BindMount(std::path::PathBuf);
+
+impl BindMount {
+    fn new(source: &Path, target: &Path) -> BindMount {
+        let c = |p: &Path| CString::new(p.as_os_str().as_encoded_bytes()).expect("path");
+        let (src, dst) = (c(source), c(target));
+        // SAFETY: valid C strings; a bind mount takes no file system type or data.
+        let rc = unsafe {
+            libc::mount(
+                src.as_ptr(),
+                dst.as_ptr(),
+                std::ptr::null(),
+                libc::MS_BIND,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(rc, 0, "bind mount: {}", std::io::Error::last_os_error());
+        BindMount(target.to_path_buf())
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let dst = CString::new(self.0.as_os_str().as_encoded_bytes()).expect("path");
+        // SAFETY: a valid C string.
+        unsafe { libc::umount2(dst.as_ptr(), libc::MNT_DETACH) };
+    }
+}
+
+#[test]
+fn long_paths_are_whole_up_to_path_max_then_keep_their_root_side() {
+    if !privileged("long_paths_are_whole_up_to_path_max_then_keep_their_root_side") {
+        return;
+    }
+    let dir = TempDir::new("long");
+    let mut h = Harness::start(&Config::default());
+    let component = "d".repeat(200);
+
+    // A path of exactly PATH_MAX bytes is reported whole.
+    let mut deep = dir.path().to_path_buf();
+    while deep.as_os_str().len() + 1 + component.len() + 1 + 1 < sensor_common::PATH_MAX - 100 {
+        deep.push(&component);
+    }
+    std::fs::create_dir_all(&deep).expect("deep dirs");
+    let name = "f".repeat(sensor_common::PATH_MAX - deep.as_os_str().len() - 1);
+    assert!(
+        (1..=255).contains(&name.len()),
+        "name of {} bytes",
+        name.len()
+    );
+    let whole = deep.join(&name);
+    assert_eq!(whole.as_os_str().len(), sensor_common::PATH_MAX);
+    std::fs::write(&whole, b"").expect("create at PATH_MAX");
+    let f = wait_file(&mut h, "create", &whole);
+    assert!(!f.path_truncated && !f.read_error);
+
+    // One byte longer: the path is cut at a component boundary, its root side kept (what
+    // the prefix filters match), and flagged.
+    let longer = deep.join(format!("{name}x"));
+    std::fs::write(&longer, b"").expect("create past PATH_MAX");
+    let full = longer.to_string_lossy().into_owned();
+    let root = format!("{}/", dir.path().display());
+    let e = h
+        .wait_for(WAIT, |e| {
+            as_file(e).is_some_and(|f| {
+                f.operation == "create" && f.path_truncated && f.path.starts_with(&root)
+            })
+        })
+        .expect("a truncated create event");
+    let f = as_file(&e).expect("file event");
+    assert!(
+        full.starts_with(&format!("{}/", f.path)),
+        "{} is not a leading part of {full}",
+        f.path
+    );
+    assert!(
+        f.path.len() <= sensor_common::PATH_MAX,
+        "{} bytes",
+        f.path.len()
+    );
+    assert!(!f.read_error);
+}
+
+#[test]
+fn paths_cross_mount_points() {
+    if !privileged("paths_cross_mount_points") {
+        return;
+    }
+    let dir = TempDir::new("mounts");
+    let (source, target) = (dir.join("source"), dir.join("target"));
+    std::fs::create_dir_all(source.join("sub")).expect("source dirs");
+    std::fs::create_dir(&target).expect("target dir");
+    let _mount = BindMount::new(&source, &target);
+    let mut h = Harness::start(&Config::default());
+
+    // Created through the mount: named by the mount point, not by the mounted directory.
+    let through = target.join("sub/created");
+    std::fs::write(&through, b"").expect("create through the mount");
+    let f = wait_file(&mut h, "create", &through);
+    assert!(!f.path_truncated && !f.read_error);
+    // The mount's own root, and the source side still named as itself.
+    let at_root = target.join("at-root");
+    std::fs::write(&at_root, b"").expect("create at the mount's root");
+    let _ = wait_file(&mut h, "create", &at_root);
+    let direct = source.join("sub/direct");
+    std::fs::write(&direct, b"").expect("create in the source");
+    let _ = wait_file(&mut h, "create", &direct);
+}
+
 #[test]
 fn path_and_host_filters_apply_in_the_kernel() {
     if !privileged("path_and_host_filters_apply_in_the_kernel") {
