@@ -425,7 +425,8 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
 #[inline(always)]
 fn path_allowed(s: &mut Scratch, len: usize) -> bool {
     const KEY_AT: usize = FILE_RECORD_SIZE - 4;
-    const _: () = assert!(KEY_AT.is_multiple_of(4) && KEY_AT + 4 + PATH_FILTER_KEY_LEN <= SCRATCH_HALF);
+    const _: () =
+        assert!(KEY_AT.is_multiple_of(4) && KEY_AT + 4 + PATH_FILTER_KEY_LEN <= SCRATCH_HALF);
     let f = filter();
     if f.path_filter_active == 0 {
         return true;
