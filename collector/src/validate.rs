@@ -30,10 +30,20 @@ fn invalid(field: impl Into<String>, problem: impl Into<String>) -> Invalid {
     }
 }
 
-fn known<E: TryFrom<i32>>(field: String, v: i32) -> Result<(), Invalid> {
-    E::try_from(v)
-        .map(|_| ())
-        .map_err(|_| invalid(field, format!("unknown enum value {v}")))
+impl Invalid {
+    /// The same problem, its field named from one level up (`prefix.field`). Field paths are
+    /// built on the way out of a failed check only: a valid event costs no string.
+    fn under(mut self, prefix: &str) -> Invalid {
+        self.field = format!("{prefix}.{}", self.field);
+        self
+    }
+}
+
+fn known<E: TryFrom<i32>>(field: &str, v: i32) -> Result<(), Invalid> {
+    match E::try_from(v) {
+        Ok(_) => Ok(()),
+        Err(_) => Err(invalid(field, format!("unknown enum value {v}"))),
+    }
 }
 
 /// Checks a batch and decodes its events; nothing of it may be stored when this fails.
@@ -64,7 +74,7 @@ pub fn batch(b: &pb::ReportBatch) -> Result<Vec<Received>, Invalid> {
                 format!("does not decode as Event: {e}"),
             )
         })?;
-        event(&format!("events[{i}]"), &e)?;
+        event(&e).map_err(|x| x.under(&format!("events[{i}]")))?;
         events.push(Received {
             event: e,
             body: Some(body.clone()),
@@ -73,47 +83,47 @@ pub fn batch(b: &pb::ReportBatch) -> Result<Vec<Received>, Invalid> {
     Ok(events)
 }
 
-fn event(at: &str, e: &pb::Event) -> Result<(), Invalid> {
+fn event(e: &pb::Event) -> Result<(), Invalid> {
     use pb::event::Kind;
     match &e.kind {
-        None => Err(invalid(format!("{at}.kind"), "missing")),
-        Some(Kind::ProcessExec(x)) => container_ref(&format!("{at}.process_exec"), &x.container),
-        Some(Kind::ProcessExit(x)) => container_ref(&format!("{at}.process_exit"), &x.container),
-        Some(Kind::FileCreated(x)) => {
-            let at = format!("{at}.file_created");
-            known::<pb::FileOperation>(format!("{at}.operation"), x.operation)?;
-            container_ref(&at, &x.container)
+        None => Err(invalid("kind", "missing")),
+        Some(Kind::ProcessExec(x)) => {
+            container_ref(&x.container).map_err(|e| e.under("process_exec"))
         }
-        Some(Kind::ContainerCreated(x)) => {
-            let at = format!("{at}.container_created.container");
-            if let Some(c) = &x.container {
-                known::<pb::ContainerKind>(format!("{at}.kind"), c.kind)?;
-                workload(&format!("{at}.workload"), &c.workload)?;
-            }
-            Ok(())
+        Some(Kind::ProcessExit(x)) => {
+            container_ref(&x.container).map_err(|e| e.under("process_exit"))
         }
+        Some(Kind::FileCreated(x)) => known::<pb::FileOperation>("operation", x.operation)
+            .and_then(|()| container_ref(&x.container))
+            .map_err(|e| e.under("file_created")),
+        Some(Kind::ContainerCreated(x)) => match &x.container {
+            Some(c) => known::<pb::ContainerKind>("kind", c.kind)
+                .and_then(|()| workload(&c.workload).map_err(|e| e.under("workload")))
+                .map_err(|e| e.under("container_created.container")),
+            None => Ok(()),
+        },
         Some(Kind::ContainerExited(x)) => {
-            container_ref(&format!("{at}.container_exited"), &x.container)
+            container_ref(&x.container).map_err(|e| e.under("container_exited"))
         }
         Some(Kind::LostEvents(x)) => {
-            known::<pb::LossCause>(format!("{at}.lost_events.cause"), x.cause)
+            known::<pb::LossCause>("cause", x.cause).map_err(|e| e.under("lost_events"))
         }
     }
 }
 
-fn container_ref(at: &str, c: &Option<pb::ContainerRef>) -> Result<(), Invalid> {
+fn container_ref(c: &Option<pb::ContainerRef>) -> Result<(), Invalid> {
     match c {
-        Some(c) => workload(&format!("{at}.container.workload"), &c.workload),
+        Some(c) => workload(&c.workload).map_err(|e| e.under("container.workload")),
         None => Ok(()),
     }
 }
 
-fn workload(at: &str, w: &Option<pb::Workload>) -> Result<(), Invalid> {
+fn workload(w: &Option<pb::Workload>) -> Result<(), Invalid> {
     let Some(w) = w else { return Ok(()) };
-    known::<pb::WorkloadKind>(format!("{at}.kind"), w.kind)?;
-    known::<pb::OwnerSource>(format!("{at}.source"), w.source)?;
+    known::<pb::WorkloadKind>("kind", w.kind)?;
+    known::<pb::OwnerSource>("source", w.source)?;
     if let Some(cj) = &w.cronjob {
-        known::<pb::OwnerSource>(format!("{at}.cronjob.source"), cj.source)?;
+        known::<pb::OwnerSource>("source", cj.source).map_err(|e| e.under("cronjob"))?;
     }
     Ok(())
 }
@@ -159,7 +169,93 @@ mod tests {
         assert_eq!(err.field, "events[1].file_created.operation");
         let mut e = ok_event();
         e.kind = None;
-        assert!(batch(&batch_of(&[e])).is_err());
+        let err = batch(&batch_of(&[e])).expect_err("no kind");
+        assert_eq!(
+            (err.field.as_str(), err.problem.as_str()),
+            ("events[0].kind", "missing")
+        );
+    }
+
+    #[test]
+    fn nested_fields_are_named_by_their_whole_path() {
+        use pb::event::Kind;
+        let bad_workload = |kind, source, cronjob_source| pb::Workload {
+            kind,
+            source,
+            cronjob: Some(pb::CronJobRef {
+                source: cronjob_source,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let container = |w| pb::ContainerRef {
+            workload: Some(w),
+            ..Default::default()
+        };
+        let event = |kind| pb::Event {
+            seq: 1,
+            kind: Some(kind),
+            ..Default::default()
+        };
+        let cases = [
+            (
+                event(Kind::ProcessExec(pb::ProcessExec {
+                    container: Some(container(bad_workload(77, 0, 0))),
+                    ..Default::default()
+                })),
+                "events[2].process_exec.container.workload.kind",
+            ),
+            (
+                event(Kind::ProcessExit(pb::ProcessExit {
+                    container: Some(container(bad_workload(0, 78, 0))),
+                    ..Default::default()
+                })),
+                "events[2].process_exit.container.workload.source",
+            ),
+            (
+                event(Kind::ContainerExited(pb::ContainerExited {
+                    container: Some(container(bad_workload(0, 0, 79))),
+                    ..Default::default()
+                })),
+                "events[2].container_exited.container.workload.cronjob.source",
+            ),
+            (
+                event(Kind::ContainerCreated(pb::ContainerCreated {
+                    container: Some(pb::Container {
+                        kind: 80,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                "events[2].container_created.container.kind",
+            ),
+            (
+                event(Kind::ContainerCreated(pb::ContainerCreated {
+                    container: Some(pb::Container {
+                        workload: Some(bad_workload(0, 0, 81)),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                })),
+                "events[2].container_created.container.workload.cronjob.source",
+            ),
+            (
+                event(Kind::LostEvents(pb::LostEvents {
+                    cause: 82,
+                    ..Default::default()
+                })),
+                "events[2].lost_events.cause",
+            ),
+        ];
+        for (bad, field) in cases {
+            let err = batch(&batch_of(&[ok_event(), ok_event(), bad])).expect_err(field);
+            assert_eq!(err.field, field);
+            assert!(
+                err.problem.starts_with("unknown enum value "),
+                "{}",
+                err.problem
+            );
+        }
     }
 
     #[test]

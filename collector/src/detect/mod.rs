@@ -32,6 +32,8 @@ use self::{
 
 /// Most alert keys remembered to raise each alert once.
 const MAX_FIRED: usize = 262_144;
+/// Siblings (earlier children of the same parent) a process is checked against.
+const MAX_SIBLINGS: usize = 8;
 
 /// State restored from the store at start.
 #[derive(Debug, Default, Clone)]
@@ -468,28 +470,29 @@ impl Engine {
         let proc_ = e.process.as_ref().unwrap_or(&no_process);
         let exe = names::exe_path(e);
         let command = names::command_name(e);
-        // Remember container processes for ancestry and sibling checks.
-        let mut siblings: Vec<(String, String)> = Vec::new();
+        // Remember container processes for ancestry and sibling checks. This process is the
+        // newest of its parent's children; the ones before it are its siblings.
+        let mut has_parent = false;
         if chain.is_container() && !proc_.exec_id.is_empty() {
             if let Some(parent) = self.processes.get_mut(&proc_.parent_exec_id) {
-                siblings = parent.children.iter().cloned().collect();
+                has_parent = true;
                 parent
                     .children
                     .push_back((command.clone(), proc_.exec_id.clone()));
-                if parent.children.len() > 8 {
+                if parent.children.len() > MAX_SIBLINGS + 1 {
                     parent.children.pop_front();
                 }
             }
             self.processes.insert(
                 proc_.exec_id.clone(),
-                ProcessInfo {
+                Box::new(ProcessInfo {
                     pid: proc_.pid,
                     exe: exe.clone(),
                     args: e.args.clone(),
                     uid: proc_.uid,
                     parent_exec_id: proc_.parent_exec_id.clone(),
                     children: VecDeque::new(),
-                },
+                }),
             );
         }
         if chain.is_container() {
@@ -572,15 +575,21 @@ impl Engine {
             let Detector::DownloadAndRun(p) = &self.rules.rules[i].detector else {
                 continue;
             };
-            let p = p.clone();
             let severity = self.rules.rules[i].severity;
-            let mut hit = checks::tooling(e, &command, &p);
+            let mut hit = checks::tooling(e, &command, p);
             if hit.is_none() {
                 // A shell reading stdin beside a download tool (or the reverse): `curl | sh`
                 // run from a script.
                 let is_shell = p.shells.contains(&command);
                 let is_tool = p.network_tools.contains(&command);
-                let partner = siblings.iter().rev().find(|(c, _)| {
+                let mut siblings = self
+                    .processes
+                    .get(&proc_.parent_exec_id)
+                    .filter(|_| has_parent && (is_shell || is_tool))
+                    .map(|parent| parent.children.iter().rev().skip(1))
+                    .into_iter()
+                    .flatten();
+                let partner = siblings.find(|(c, _)| {
                     (is_shell && p.network_tools.contains(c)) || (is_tool && p.shells.contains(c))
                 });
                 if let Some((c, _)) = partner

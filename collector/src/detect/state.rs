@@ -20,9 +20,13 @@ pub const MAX_PROCESSES: usize = 131_072;
 pub const MAX_ANCESTRY: usize = 32;
 
 /// A map that forgets its oldest keys beyond a capacity.
+///
+/// Hashed with foldhash (seeded per process): the keys are exec ids, container ids and alert
+/// keys, and SipHash over them, and again over every key each time a table of a hundred
+/// thousand processes grows, was a tenth of the collector's CPU per exec.
 #[derive(Debug)]
 pub struct Bounded<K, V> {
-    map: HashMap<K, V>,
+    map: HashMap<K, V, foldhash::fast::RandomState>,
     order: VecDeque<K>,
     cap: usize,
     /// Entries forgotten for want of room.
@@ -33,7 +37,7 @@ impl<K: std::hash::Hash + Eq + Clone, V> Bounded<K, V> {
     /// An empty map holding at most `cap` entries.
     pub fn new(cap: usize) -> Self {
         Bounded {
-            map: HashMap::new(),
+            map: HashMap::default(),
             order: VecDeque::new(),
             cap: cap.max(1),
             evicted: 0,
@@ -253,12 +257,15 @@ pub struct ProcessInfo {
     pub uid: u32,
     /// The parent's exec id.
     pub parent_exec_id: String,
-    /// Commands of recent children (command name, exec id), newest last, at most 8.
+    /// Commands of recent children (command name, exec id), newest last: the newest and
+    /// its siblings, at most 9.
     pub children: VecDeque<(String, String)>,
 }
 
-/// Processes by exec id.
-pub type Processes = Bounded<String, ProcessInfo>;
+/// Processes by exec id. Boxed: the table holds up to [`MAX_PROCESSES`] of them and, while it
+/// grows, moves every entry at each doubling; a pointer moves faster than the 112 bytes of a
+/// `ProcessInfo` (and the larger table's fresh pages fault in four times fewer).
+pub type Processes = Bounded<String, Box<ProcessInfo>>;
 
 /// The ancestry of a process: itself first, then its parents.
 pub fn ancestry(

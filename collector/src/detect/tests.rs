@@ -504,6 +504,47 @@ fn download_piped_to_a_shell_inline_code_and_netcat() {
 }
 
 #[test]
+fn a_shell_is_checked_against_the_eight_children_started_before_it() {
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("batch", "dl", "dl-1");
+    let c = ev.created(&at, non_root());
+    let script = ev.exec(Some(&at), "s1", "", "/bin/sh", &["sh", "/job.sh"]);
+    let mut batch = vec![c, script];
+    batch.push(ev.exec(
+        Some(&at),
+        "c0",
+        "s1",
+        "/usr/bin/curl",
+        &["curl", "http://x"],
+    ));
+    for i in 1..8 {
+        batch.push(ev.exec(Some(&at), &format!("o{i}"), "s1", "/bin/date", &["date"]));
+    }
+    // curl is the eighth child before this shell: still a sibling.
+    batch.push(ev.exec(Some(&at), "b1", "s1", "/bin/bash", &["bash"]));
+    let out = e.observe(&batch);
+    assert_eq!(of_rule(&out, "JW006").len(), 1);
+
+    let script = ev.exec(Some(&at), "s2", "", "/bin/sh", &["sh", "/job.sh"]);
+    let mut batch = vec![script];
+    batch.push(ev.exec(
+        Some(&at),
+        "d0",
+        "s2",
+        "/usr/bin/curl",
+        &["curl", "http://x"],
+    ));
+    for i in 1..9 {
+        batch.push(ev.exec(Some(&at), &format!("p{i}"), "s2", "/bin/date", &["date"]));
+    }
+    // Now the ninth: forgotten.
+    batch.push(ev.exec(Some(&at), "b2", "s2", "/bin/bash", &["bash"]));
+    let out = e.observe(&batch);
+    assert_eq!(of_rule(&out, "JW006").len(), 0);
+}
+
+#[test]
 fn persistence_through_a_host_mount_and_inside_the_container() {
     let mut e = engine();
     let mut ev = Events::default();
