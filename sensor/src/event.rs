@@ -59,7 +59,7 @@ pub struct ContainerCreated {
 /// A container's first process ended: for a Job, its run is over.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ContainerExited {
-    pub container: Box<ContainerRef>,
+    pub container: Arc<ContainerRef>,
     pub exit_code: u32,
     /// How long it ran, when its start was seen.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -89,8 +89,7 @@ impl EventKind {
 
 impl Event {
     /// Attaches the container of a process event (exec, exit, file).
-    pub fn set_container(&mut self, container: Option<ContainerRef>) {
-        let container = container.map(Box::new);
+    pub fn set_container(&mut self, container: Option<Arc<ContainerRef>>) {
         match &mut self.kind {
             EventKind::ProcessExec(x) => x.container = container,
             EventKind::ProcessExit(x) => x.container = container,
@@ -420,7 +419,7 @@ pub struct ProcessExec {
     pub parent: Option<Parent>,
     /// The container, pod and workload; absent for host processes.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<Box<ContainerRef>>,
+    pub container: Option<Arc<ContainerRef>>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -451,7 +450,7 @@ pub struct ProcessExit {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub binary: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<Box<ContainerRef>>,
+    pub container: Option<Arc<ContainerRef>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -476,7 +475,7 @@ pub struct FileCreated {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub read_error: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub container: Option<Box<ContainerRef>>,
+    pub container: Option<Arc<ContainerRef>>,
 }
 
 pub fn operation_name(op: u16) -> &'static str {

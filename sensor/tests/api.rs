@@ -73,6 +73,7 @@ fn info(
         init_pid: None,
         started_unix_ns: None,
         labels: BTreeMap::new(),
+        reference: Default::default(),
     }
 }
 
@@ -167,7 +168,7 @@ fn event(kind: EventKind) -> Event {
     }
 }
 
-fn exec(binary: &str, c: Option<ContainerRef>) -> Event {
+fn exec(binary: &str, c: Option<Arc<ContainerRef>>) -> Event {
     event(EventKind::ProcessExec(ProcessExec {
         process: process(100, binary),
         filename: binary.into(),
@@ -176,11 +177,11 @@ fn exec(binary: &str, c: Option<ContainerRef>) -> Event {
         cwd: "/".into(),
         flags: ExecFlags::default(),
         parent: None,
-        container: c.map(Box::new),
+        container: c,
     }))
 }
 
-fn exit(binary: &str, c: Option<ContainerRef>) -> Event {
+fn exit(binary: &str, c: Option<Arc<ContainerRef>>) -> Event {
     event(EventKind::ProcessExit(ProcessExit {
         pid: 100,
         tid: 100,
@@ -189,11 +190,11 @@ fn exit(binary: &str, c: Option<ContainerRef>) -> Event {
         start_boot_ns: 10,
         duration_ns: 5,
         binary: binary.into(),
-        container: c.map(Box::new),
+        container: c,
     }))
 }
 
-fn file(binary: &str, c: Option<ContainerRef>) -> Event {
+fn file(binary: &str, c: Option<Arc<ContainerRef>>) -> Event {
     event(EventKind::FileCreated(FileCreated {
         process: process(100, binary),
         operation: "create",
@@ -204,7 +205,7 @@ fn file(binary: &str, c: Option<ContainerRef>) -> Event {
         replaced: false,
         path_truncated: false,
         read_error: false,
-        container: c.map(Box::new),
+        container: c,
     }))
 }
 
@@ -225,7 +226,7 @@ fn scenario() -> Vec<Event> {
         })),
         event(EventKind::ContainerExited(ContainerExited {
             // 8
-            container: Box::new(job().reference()),
+            container: job().reference(),
             exit_code: 0,
             duration_ns: Some(9),
         })),

@@ -351,7 +351,7 @@ mod tests {
                     source: ProcessSource::Procfs,
                     start_boot_ns: 3,
                 }),
-                container: Some(Box::new(ContainerRef {
+                container: Some(std::sync::Arc::new(ContainerRef {
                     id: "abc".into(),
                     name: "job".into(),
                     image: "busybox".into(),

@@ -458,7 +458,7 @@ mod tests {
                         source: ProcessSource::Fork,
                         start_boot_ns: 3,
                     }),
-                    container: Some(Box::new(full_container())),
+                    container: Some(std::sync::Arc::new(full_container())),
                 }),
             },
             Event {
@@ -478,7 +478,7 @@ mod tests {
                     cwd: String::new(),
                     flags: ExecFlags::default(),
                     parent: None,
-                    container: Some(Box::new(sparse_container())),
+                    container: Some(std::sync::Arc::new(sparse_container())),
                 }),
             },
             Event {
@@ -492,7 +492,7 @@ mod tests {
                     start_boot_ns: 4,
                     duration_ns: 1,
                     binary: long_arg.clone(),
-                    container: Some(Box::new(full_container())),
+                    container: Some(std::sync::Arc::new(full_container())),
                 }),
             },
             Event {
@@ -522,7 +522,7 @@ mod tests {
                     replaced: true,
                     path_truncated: true,
                     read_error: true,
-                    container: Some(Box::new(sparse_container())),
+                    container: Some(std::sync::Arc::new(sparse_container())),
                 }),
             },
             Event {
@@ -545,7 +545,7 @@ mod tests {
                 time_unix_ns: 0,
                 boot_ns: 7,
                 kind: EventKind::ContainerExited(ContainerExited {
-                    container: Box::new(full_container()),
+                    container: std::sync::Arc::new(full_container()),
                     exit_code: 1,
                     duration_ns: Some(2),
                 }),

@@ -22,12 +22,13 @@ use crate::{
 };
 
 /// What a cgroup the index does not know turned out to be.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 enum Unknown {
     /// Not a container's cgroup (a host service in its own mount namespace, ...).
     NotContainer,
-    /// A container's, by its path; the container is not indexed yet.
-    Container(String),
+    /// A container's, by its path; the container is not indexed yet. Its reference (the id
+    /// alone, `metadata_pending`), shared by the events sent before its metadata comes.
+    Container(Arc<ContainerRef>),
 }
 
 /// Most cgroups remembered as not belonging to a container.
@@ -38,7 +39,7 @@ const WAITED_MAX: usize = 4096;
 pub struct Attributor {
     index: Arc<RwLock<ContainerIndex>>,
     cgroupfs: CgroupFs,
-    pending: PendingCache<(Event, Option<String>)>,
+    pending: PendingCache<(Event, Option<Arc<ContainerRef>>)>,
     classified: HashMap<(u64, u64), Unknown>,
     /// Container cgroups whose metadata did not come within the wait: their later events are
     /// not held again (they would wait in vain too), they leave flagged at once.
@@ -103,7 +104,7 @@ impl Attributor {
                 }
                 Unknown::Container(id) => {
                     // Known by id but not by cgroup yet: learn the cgroup now.
-                    if let Some(c) = self.learn(&id, cgroup_id, cgroup_v1_id) {
+                    if let Some(c) = self.learn(&id.id, cgroup_id, cgroup_v1_id) {
                         event.set_container(Some(c.reference()));
                         send(event);
                         return;
@@ -137,7 +138,7 @@ impl Attributor {
     }
 
     /// The container of a process-table cgroup id (for exits), without waiting.
-    pub fn container_of(&self, cgroup_id: u64) -> Option<ContainerRef> {
+    pub fn container_of(&self, cgroup_id: u64) -> Option<Arc<ContainerRef>> {
         self.lookup(cgroup_id, 0).map(|c| c.reference())
     }
 
@@ -162,7 +163,7 @@ impl Attributor {
                     .lookup(cg, v1)
                     .or_else(|| match classified.get(&(cg, v1)) {
                         Some(Unknown::Container(id)) => {
-                            let c = index.get(id)?;
+                            let c = index.get(&id.id)?;
                             // The container is indexed but its cgroup ids were not: check the
                             // directory it declares.
                             let (v2, v1_id) = c.cgroup.as_deref().map(|d| cgroupfs.ids(d))?;
@@ -209,10 +210,10 @@ impl Attributor {
         });
         let Some(path) = path else {
             // Both gone: assume a container whose metadata may still come.
-            return Unknown::Container(String::new());
+            return Unknown::Container(pending_reference(String::new()));
         };
         let verdict = match cgroup_path::parse(&path) {
-            Some(c) => Unknown::Container(c.container_id),
+            Some(c) => Unknown::Container(pending_reference(c.container_id)),
             None => Unknown::NotContainer,
         };
         if self.classified.len() >= CLASSIFIED_MAX {
@@ -241,16 +242,21 @@ impl Attributor {
 
 /// An event that waited in vain: what is known (the container id from the cgroup path, when
 /// there was one) and the flag.
-fn without_metadata(mut e: Event, id: Option<String>) -> Event {
-    e.set_container(Some(ContainerRef {
-        id: id.unwrap_or_default(),
+fn without_metadata(mut e: Event, id: Option<Arc<ContainerRef>>) -> Event {
+    e.set_container(Some(id.unwrap_or_else(|| pending_reference(String::new()))));
+    e
+}
+
+/// The reference of a container whose metadata is not known (yet): its id alone.
+fn pending_reference(id: String) -> Arc<ContainerRef> {
+    Arc::new(ContainerRef {
+        id,
         name: String::new(),
         image: String::new(),
         pod: None,
         workload: None,
         metadata_pending: true,
-    }));
-    e
+    })
 }
 
 #[cfg(test)]

@@ -394,7 +394,7 @@ impl Watcher {
             time_unix_ns: unix_ns,
             boot_ns: clock::boot_ns(),
             kind: EventKind::ContainerExited(ContainerExited {
-                container: Box::new(info.reference()),
+                container: info.reference(),
                 exit_code: exit_status,
                 duration_ns,
             }),
@@ -499,5 +499,6 @@ pub fn container_info(ns: &str, c: &Container) -> ContainerInfo {
         init_pid: None,
         started_unix_ns: None,
         labels,
+        reference: Default::default(),
     }
 }

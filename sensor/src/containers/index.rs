@@ -7,7 +7,7 @@
 use std::{
     collections::{BTreeMap, HashMap},
     path::PathBuf,
-    sync::Arc,
+    sync::{Arc, OnceLock},
 };
 
 use serde::Serialize;
@@ -63,6 +63,33 @@ pub struct ContainerInfo {
     /// The container's own labels (sanitised).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
+    /// [`ContainerInfo::reference`], built once and shared by every event of the container.
+    #[serde(skip)]
+    pub reference: ReferenceCache,
+}
+
+/// The shared [`ContainerRef`] of a container, built on first use. A clone starts empty (a
+/// clone is how the index updates a container, and the copy's fields may change), and two
+/// caches always compare equal (the fields they are built from are compared instead).
+#[derive(Default)]
+pub struct ReferenceCache(OnceLock<Arc<ContainerRef>>);
+
+impl Clone for ReferenceCache {
+    fn clone(&self) -> Self {
+        ReferenceCache::default()
+    }
+}
+
+impl PartialEq for ReferenceCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl std::fmt::Debug for ReferenceCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ReferenceCache")
+    }
 }
 
 /// The short identity every event from a container carries.
@@ -88,19 +115,26 @@ pub struct PodRef {
 }
 
 impl ContainerInfo {
-    pub fn reference(&self) -> ContainerRef {
-        ContainerRef {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            image: self.image.clone(),
-            pod: self.pod.as_ref().map(|p| PodRef {
-                name: p.name.clone(),
-                namespace: p.namespace.clone(),
-                uid: p.uid.clone(),
-            }),
-            workload: self.workload.clone(),
-            metadata_pending: false,
-        }
+    /// The short identity its events carry, shared by all of them (built once: about ten
+    /// strings with a pod and its owners).
+    pub fn reference(&self) -> Arc<ContainerRef> {
+        self.reference
+            .0
+            .get_or_init(|| {
+                Arc::new(ContainerRef {
+                    id: self.id.clone(),
+                    name: self.name.clone(),
+                    image: self.image.clone(),
+                    pod: self.pod.as_ref().map(|p| PodRef {
+                        name: p.name.clone(),
+                        namespace: p.namespace.clone(),
+                        uid: p.uid.clone(),
+                    }),
+                    workload: self.workload.clone(),
+                    metadata_pending: false,
+                })
+            })
+            .clone()
     }
 }
 
@@ -241,6 +275,8 @@ impl ContainerIndex {
     /// container takes its pod from its sandbox when the sandbox is known.
     pub fn upsert(&mut self, mut info: ContainerInfo) {
         self.generation += 1;
+        // Its pod and workload may change below.
+        info.reference = ReferenceCache::default();
         if info.kind == ContainerKind::Container
             && let Some(sandbox) = info
                 .sandbox_id
@@ -395,6 +431,7 @@ mod tests {
             init_pid: None,
             started_unix_ns: None,
             labels,
+            reference: ReferenceCache::default(),
         }
     }
 
@@ -431,6 +468,35 @@ mod tests {
         let cron = w.cronjob.as_ref().expect("cronjob inferred");
         assert_eq!(cron.name, "backup");
         assert!(cron.inferred);
+    }
+
+    #[test]
+    fn events_share_one_reference_until_the_container_changes() {
+        let mut index = ContainerIndex::new();
+        index.upsert(app("c1", "s1"));
+        let before = index.get("c1").expect("indexed");
+        let (a, b) = (before.reference(), before.reference());
+        assert!(Arc::ptr_eq(&a, &b), "one reference per container");
+        assert_eq!((a.id.as_str(), a.pod.is_none()), ("c1", true));
+        // The sandbox comes: the container is replaced, and so is its reference.
+        index.upsert(sandbox("s1", Some("report-29000001")));
+        let now = index.get("c1").expect("indexed");
+        let after = now.reference();
+        assert!(!Arc::ptr_eq(&a, &after));
+        let pod = now.pod.as_ref().expect("pod from the sandbox");
+        assert_eq!(
+            after
+                .pod
+                .as_ref()
+                .map(|p| (p.name.as_str(), p.uid.as_str())),
+            Some((pod.name.as_str(), pod.uid.as_str()))
+        );
+        assert_eq!(after.workload, now.workload);
+        // A clone starts without the cached reference, so an edited copy builds its own.
+        let mut copy = (*index.get("c1").expect("indexed")).clone();
+        copy.name = "renamed".into();
+        assert_eq!(copy.reference().name, "renamed");
+        assert_eq!(index.get("c1").expect("indexed").reference().name, "app");
     }
 
     #[test]
