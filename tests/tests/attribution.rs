@@ -384,8 +384,11 @@ fn sensor_survives_a_containerd_restart() {
         .expect("attributed");
     assert_eq!(c.id, id);
     assert_eq!(
-        c.workload.and_then(|w| w.cronjob).map(|c| c.name),
-        Some("after".to_string())
+        c.workload
+            .as_ref()
+            .and_then(|w| w.cronjob.as_ref())
+            .map(|c| c.name.as_str()),
+        Some("after")
     );
     h.rt.block_on(cri.remove_pod(&sandbox));
 }
