@@ -761,23 +761,20 @@ impl Engine {
                     .find(|g| g.matches(path))
                     .map(|g| g.as_str().to_string())
             };
-            let mut details = BTreeMap::from([("path".to_string(), f.path.clone())]);
-            // Once per persistence file, and once per host mount for other writes through it.
-            let mut key = format!("{i}|{}|{}|{}", event.node, chain.container_id, f.path);
-            let found = if let Some((host_path, src, dst)) = &host {
-                details.insert("host_path".into(), host_path.clone());
-                details.insert("host_mount".into(), format!("{src} -> {dst}"));
+            // (severity, message, the pattern that matched, whether the key is the mount's):
+            // the key and the details are only built for a hit (most files are none).
+            let found = if let Some((host_path, src, _)) = &host {
                 if let Some(g) = hit(host_path) {
-                    details.insert("pattern".into(), g);
                     Some((
                         p.host_severity.unwrap_or(self.rules.rules[i].severity),
                         format!(
                             "{} created {host_path} on the host (as {} through the host-path mount {src})",
                             proc_.binary, f.path
                         ),
+                        Some(g),
+                        false,
                     ))
                 } else if p.any_host_mount_write {
-                    key = format!("{i}|{}|{}|mount {src}", event.node, chain.container_id);
                     Some((
                         p.host_mount_write_severity
                             .unwrap_or(self.rules.rules[i].severity),
@@ -785,27 +782,47 @@ impl Engine {
                             "{} created {host_path} on the host through the host-path mount {src}",
                             proc_.binary
                         ),
+                        None,
+                        true,
                     ))
                 } else {
                     None
                 }
-            } else if let Some(g) = hit(&f.path) {
-                details.insert("pattern".into(), g);
-                Some((
-                    self.rules.rules[i].severity,
-                    format!(
-                        "{} created {}, a persistence location",
-                        proc_.binary, f.path
-                    ),
-                ))
             } else {
-                None
+                hit(&f.path).map(|g| {
+                    (
+                        self.rules.rules[i].severity,
+                        format!(
+                            "{} created {}, a persistence location",
+                            proc_.binary, f.path
+                        ),
+                        Some(g),
+                        false,
+                    )
+                })
             };
-            if let Some((severity, message)) = found
-                && self.first_time(key)
-            {
-                findings.push(finding(i, severity, message, details, vec![stored.clone()]));
+            let Some((severity, message, pattern, by_mount)) = found else {
+                continue;
+            };
+            // Once per persistence file, and once per host mount for other writes through it.
+            let key = match &host {
+                Some((_, src, _)) if by_mount => {
+                    format!("{i}|{}|{}|mount {src}", event.node, chain.container_id)
+                }
+                _ => format!("{i}|{}|{}|{}", event.node, chain.container_id, f.path),
+            };
+            if !self.first_time(key) {
+                continue;
             }
+            let mut details = BTreeMap::from([("path".to_string(), f.path.clone())]);
+            if let Some((host_path, src, dst)) = &host {
+                details.insert("host_path".into(), host_path.clone());
+                details.insert("host_mount".into(), format!("{src} -> {dst}"));
+            }
+            if let Some(g) = pattern {
+                details.insert("pattern".into(), g);
+            }
+            findings.push(finding(i, severity, message, details, vec![stored.clone()]));
         }
 
         // Rule 8: files a CronJob creates, by processes it executed (not the runtime's setup
