@@ -125,6 +125,8 @@ pub struct Engine {
     exited: Bounded<(String, String), ContainerState>,
     processes: Processes,
     baselines: Baselines,
+    /// Created files not remembered: their container's table was full.
+    created_dropped: u64,
     seen: HashSet<String>,
     fired: Bounded<String, ()>,
     /// Some rule looks at host processes (scope `all`); else host events are skipped at once.
@@ -150,6 +152,7 @@ impl Engine {
             exited: Bounded::new(MAX_EXITED_CONTAINERS),
             processes: Bounded::new(MAX_PROCESSES),
             baselines,
+            created_dropped: 0,
             seen: persisted.seen.into_iter().collect(),
             fired: Bounded::new(MAX_FIRED),
             counters: EngineCounters::default(),
@@ -161,13 +164,16 @@ impl Engine {
         &self.rules
     }
 
-    /// Sizes of the bounded tables: containers, processes, alert keys, baseline items dropped.
-    pub fn table_sizes(&self) -> [(&'static str, u64); 4] {
+    /// Sizes of the bounded tables (containers, processes, alert keys) and what they dropped
+    /// for want of room (baseline items, created files a container's table could not hold:
+    /// drift by a file created past that many is then seen only through the upper-layer flag).
+    pub fn table_sizes(&self) -> [(&'static str, u64); 5] {
         [
             ("detection_containers", self.containers.len() as u64),
             ("detection_processes", self.processes.len() as u64),
             ("detection_alert_keys", self.fired.len() as u64),
             ("baseline_items_dropped", self.baselines.items_dropped),
+            ("created_files_dropped", self.created_dropped),
         ]
     }
 
@@ -724,12 +730,13 @@ impl Engine {
         let proc_ = f.process.as_ref().unwrap_or(&no_process);
         if chain.is_container() {
             let state = self.container_state(&event.node, &chain.container_id);
-            state.remember_created(&f.path, stored);
+            let remembered = state.remember_created(&f.path, stored);
             if let Some(src) = &f.source
                 && f.operation == pb::FileOperation::Rename as i32
             {
                 state.created.remove(src);
             }
+            self.created_dropped += u64::from(!remembered);
         }
         let finding = |rule: usize, severity, message: String, details, evidence| Finding {
             rule,

@@ -206,16 +206,14 @@ pub struct ContainerState {
     pub security: Option<pb::SecurityFacts>,
     /// Files created (or made executable) in it, by path as the container sees it.
     pub created: HashMap<String, Created>,
-    /// Creations not remembered for want of room.
-    pub created_dropped: u64,
 }
 
 impl ContainerState {
-    /// Remembers a created file.
-    pub fn remember_created(&mut self, path: &str, event: &pb::StoredEvent) {
+    /// Remembers a created file; false when it is not remembered for want of room (the engine
+    /// counts these: `created_files_dropped`).
+    pub fn remember_created(&mut self, path: &str, event: &pb::StoredEvent) -> bool {
         if self.created.len() >= MAX_CREATED_PER_CONTAINER && !self.created.contains_key(path) {
-            self.created_dropped += 1;
-            return;
+            return false;
         }
         self.created.insert(
             path.to_string(),
@@ -223,6 +221,7 @@ impl ContainerState {
                 event: event.clone(),
             },
         );
+        true
     }
 
     /// The host path a container path maps to through a host-path mount, with the mount.

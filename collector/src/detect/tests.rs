@@ -895,3 +895,23 @@ fn disabled_rules_and_scopes() {
         "x executed from a deleted file (/tmp/x)"
     );
 }
+
+#[test]
+fn created_files_a_container_cannot_remember_are_counted() {
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("batch", "many", "many-1");
+    let mut batch = vec![ev.created(&at, non_root())];
+    for i in 0..super::state::MAX_CREATED_PER_CONTAINER + 3 {
+        batch.push(ev.file(
+            Some(&at),
+            "w1",
+            pb::FileOperation::Create,
+            &format!("/tmp/f{i}"),
+        ));
+    }
+    // A path already remembered takes no new room.
+    batch.push(ev.file(Some(&at), "w1", pb::FileOperation::Create, "/tmp/f0"));
+    e.observe(&batch);
+    assert_eq!(e.table_sizes()[4], ("created_files_dropped", 3));
+}
