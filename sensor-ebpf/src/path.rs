@@ -115,44 +115,57 @@ fn dentry_fields(p: &mut PathScratch, d: u64) -> Result<(u64, usize, u64), i64> 
     ))
 }
 
+/// Where a step of either walk stands before it takes a name: `Some(STOP)` at the task's
+/// root or the root of the mount namespace (or on a failed read), `Some(CONTINUE)` after
+/// crossing from the root of the current mount to its mount point in the parent mount, `None`
+/// when the current dentry has a name to take.
+#[inline(always)]
+fn end_or_cross(p: &mut PathScratch) -> Option<i64> {
+    let o = offsets();
+    let d = p.dentry;
+    if d == p.root_dentry && p.vfsmnt == p.root_mnt {
+        p.truncated = 0;
+        return Some(STOP);
+    }
+    if d != p.mnt_root {
+        return None;
+    }
+    let Ok(parent_mount) = read::<u64>(p.mount, o.mount_parent) else {
+        p.failed = 1;
+        return Some(STOP);
+    };
+    if parent_mount == p.mount || parent_mount == 0 {
+        // The root of the mount namespace.
+        p.truncated = 0;
+        return Some(STOP);
+    }
+    let (Ok(mountpoint), Ok(mnt_root)) = (
+        read_ptr(p.mount, o.mount_mountpoint),
+        read::<u64>(
+            parent_mount.wrapping_add(o.mount_mnt as u64),
+            o.vfsmount_root,
+        ),
+    ) else {
+        p.failed = 1;
+        return Some(STOP);
+    };
+    p.dentry = mountpoint;
+    p.mount = parent_mount;
+    p.vfsmnt = parent_mount.wrapping_add(o.mount_mnt as u64);
+    p.mnt_root = mnt_root;
+    Some(CONTINUE)
+}
+
 /// One step of the prepending walk: the current dentry's "/name" goes in front of the path
 /// so far, or the walk crosses to the mount point of the current mount.
 extern "C" fn prepend_step(_i: u64, ctx: *mut c_void) -> i64 {
     // SAFETY: as in collect_step.
     let s = unsafe { &mut *(*(ctx as *mut LoopCtx)).scratch };
     let p = &mut s.path;
-    let o = offsets();
+    if let Some(step) = end_or_cross(p) {
+        return step;
+    }
     let d = p.dentry;
-    if d == p.root_dentry && p.vfsmnt == p.root_mnt {
-        p.truncated = 0;
-        return STOP;
-    }
-    if d == p.mnt_root {
-        let Ok(parent_mount) = read::<u64>(p.mount, o.mount_parent) else {
-            p.failed = 1;
-            return STOP;
-        };
-        if parent_mount == p.mount || parent_mount == 0 {
-            // The root of the mount namespace.
-            p.truncated = 0;
-            return STOP;
-        }
-        let (Ok(mountpoint), Ok(mnt_root)) = (
-            read_ptr(p.mount, o.mount_mountpoint),
-            read::<u64>(
-                parent_mount.wrapping_add(o.mount_mnt as u64),
-                o.vfsmount_root,
-            ),
-        ) else {
-            p.failed = 1;
-            return STOP;
-        };
-        p.dentry = mountpoint;
-        p.mount = parent_mount;
-        p.vfsmnt = parent_mount.wrapping_add(o.mount_mnt as u64);
-        p.mnt_root = mnt_root;
-        return CONTINUE;
-    }
     let Ok((parent, len, name)) = dentry_fields(p, d) else {
         p.failed = 1;
         return STOP;
@@ -197,42 +210,20 @@ extern "C" fn collect_step(i: u64, ctx: *mut c_void) -> i64 {
     // scratch area for the duration of the loop.
     let s = unsafe { &mut *(*(ctx as *mut LoopCtx)).scratch };
     let p = &mut s.path;
-    let o = offsets();
-    let d = p.dentry;
-    if d == p.root_dentry && p.vfsmnt == p.root_mnt {
-        p.truncated = 0;
-        return STOP;
+    let slot = i as usize & SLOT_MASK;
+    if let Some(step) = end_or_cross(p) {
+        if step == CONTINUE {
+            // A mount crossing: no component.
+            p.dentries[slot] = 0;
+            p.steps = i + 1;
+        }
+        return step;
     }
-    let (Ok(mnt_root), Ok(parent)) = (
-        read::<u64>(p.vfsmnt, o.vfsmount_root),
-        read::<u64>(d, o.dentry_parent),
-    ) else {
+    let d = p.dentry;
+    let Ok(parent) = read::<u64>(d, offsets().dentry_parent) else {
         p.failed = 1;
         return STOP;
     };
-    let slot = i as usize & SLOT_MASK;
-    if d == mnt_root {
-        let Ok(parent_mount) = read::<u64>(p.mount, o.mount_parent) else {
-            p.failed = 1;
-            return STOP;
-        };
-        if parent_mount == p.mount || parent_mount == 0 {
-            // The root of the mount namespace.
-            p.truncated = 0;
-            return STOP;
-        }
-        // Cross to the mount point in the parent mount.
-        let Ok(mountpoint) = read_ptr(p.mount, o.mount_mountpoint) else {
-            p.failed = 1;
-            return STOP;
-        };
-        p.dentries[slot] = 0;
-        p.steps = i + 1;
-        p.dentry = mountpoint;
-        p.mount = parent_mount;
-        p.vfsmnt = parent_mount.wrapping_add(o.mount_mnt as u64);
-        return CONTINUE;
-    }
     p.dentries[slot] = d;
     p.steps = i + 1;
     if d == parent {
@@ -306,10 +297,10 @@ pub fn write_path(s: &mut Scratch, start: usize, mnt: u64, dentry: u64) -> Resul
         p.dentry = dentry;
         p.root_mnt = root_mnt;
         p.root_dentry = root_dentry;
+        p.mnt_root = mnt_root;
     };
 
     start_walk(&mut s.path);
-    s.path.mnt_root = mnt_root;
     s.path.pos = PATH_MAX as u64;
     s.path.overflow = 0;
     // SAFETY: the callback only uses ctx, which outlives the call.

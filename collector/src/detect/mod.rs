@@ -768,8 +768,10 @@ impl Engine {
                     .find(|g| g.matches(path))
                     .map(|g| g.as_str().to_string())
             };
-            // (severity, message, the pattern that matched, whether the key is the mount's):
-            // the key and the details are only built for a hit (most files are none).
+            // (severity, message, the pattern that matched, the alert key), built for a hit
+            // only (most files are none). The key: once per persistence file, and once per
+            // host mount for other writes through it.
+            let file_key = || format!("{i}|{}|{}|{}", event.node, chain.container_id, f.path);
             let found = if let Some((host_path, src, _)) = &host {
                 if let Some(g) = hit(host_path) {
                     Some((
@@ -779,7 +781,7 @@ impl Engine {
                             proc_.binary, f.path
                         ),
                         Some(g),
-                        false,
+                        file_key(),
                     ))
                 } else if p.any_host_mount_write {
                     Some((
@@ -790,7 +792,7 @@ impl Engine {
                             proc_.binary
                         ),
                         None,
-                        true,
+                        format!("{i}|{}|{}|mount {src}", event.node, chain.container_id),
                     ))
                 } else {
                     None
@@ -804,19 +806,12 @@ impl Engine {
                             proc_.binary, f.path
                         ),
                         Some(g),
-                        false,
+                        file_key(),
                     )
                 })
             };
-            let Some((severity, message, pattern, by_mount)) = found else {
+            let Some((severity, message, pattern, key)) = found else {
                 continue;
-            };
-            // Once per persistence file, and once per host mount for other writes through it.
-            let key = match &host {
-                Some((_, src, _)) if by_mount => {
-                    format!("{i}|{}|{}|mount {src}", event.node, chain.container_id)
-                }
-                _ => format!("{i}|{}|{}|{}", event.node, chain.container_id, f.path),
             };
             if !self.first_time(key) {
                 continue;

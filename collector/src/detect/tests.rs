@@ -509,39 +509,35 @@ fn a_shell_is_checked_against_the_eight_children_started_before_it() {
     let mut ev = Events::default();
     let at = Place::new("batch", "dl", "dl-1");
     let c = ev.created(&at, non_root());
-    let script = ev.exec(Some(&at), "s1", "", "/bin/sh", &["sh", "/job.sh"]);
-    let mut batch = vec![c, script];
-    batch.push(ev.exec(
-        Some(&at),
-        "c0",
-        "s1",
-        "/usr/bin/curl",
-        &["curl", "http://x"],
-    ));
-    for i in 1..8 {
-        batch.push(ev.exec(Some(&at), &format!("o{i}"), "s1", "/bin/date", &["date"]));
-    }
-    // curl is the eighth child before this shell: still a sibling.
-    batch.push(ev.exec(Some(&at), "b1", "s1", "/bin/bash", &["bash"]));
-    let out = e.observe(&batch);
-    assert_eq!(of_rule(&out, "JW006").len(), 1);
-
-    let script = ev.exec(Some(&at), "s2", "", "/bin/sh", &["sh", "/job.sh"]);
-    let mut batch = vec![script];
-    batch.push(ev.exec(
-        Some(&at),
-        "d0",
-        "s2",
-        "/usr/bin/curl",
-        &["curl", "http://x"],
-    ));
-    for i in 1..9 {
-        batch.push(ev.exec(Some(&at), &format!("p{i}"), "s2", "/bin/date", &["date"]));
-    }
-    // Now the ninth: forgotten.
-    batch.push(ev.exec(Some(&at), "b2", "s2", "/bin/bash", &["bash"]));
-    let out = e.observe(&batch);
-    assert_eq!(of_rule(&out, "JW006").len(), 0);
+    e.observe(&[c]);
+    // A script runs curl, then `others` other commands, then a shell: the pipe alerts
+    // (JW006) it raises.
+    let mut pipeline = |script: &str, others: usize| {
+        let child = |n: &str| format!("{script}-{n}");
+        let mut batch = vec![ev.exec(Some(&at), script, "", "/bin/sh", &["sh", "/job.sh"])];
+        batch.push(ev.exec(
+            Some(&at),
+            &child("curl"),
+            script,
+            "/usr/bin/curl",
+            &["curl", "http://x"],
+        ));
+        for i in 0..others {
+            batch.push(ev.exec(
+                Some(&at),
+                &child(&i.to_string()),
+                script,
+                "/bin/date",
+                &["date"],
+            ));
+        }
+        batch.push(ev.exec(Some(&at), &child("bash"), script, "/bin/bash", &["bash"]));
+        of_rule(&e.observe(&batch), "JW006").len()
+    };
+    // curl is the eighth child before the shell: still a sibling.
+    assert_eq!(pipeline("s1", 7), 1);
+    // The ninth: forgotten.
+    assert_eq!(pipeline("s2", 8), 0);
 }
 
 #[test]

@@ -102,38 +102,38 @@ impl Attributor {
                     send(event);
                     return;
                 }
-                Unknown::Container(id) => {
+                Unknown::Container(pending) => {
                     // Known by id but not by cgroup yet: learn the cgroup now.
-                    if let Some(c) = self.learn(&id.id, cgroup_id, cgroup_v1_id) {
+                    if let Some(c) = self.learn(&pending.id, cgroup_id, cgroup_v1_id) {
                         event.set_container(Some(c.reference()));
                         send(event);
                         return;
                     }
                     if !self.hold || self.waited.contains(&(cgroup_id, cgroup_v1_id)) {
-                        send(without_metadata(event, Some(id)));
+                        send(without_metadata(event, Some(pending)));
                         return;
                     }
-                    if let Some((e, id)) = self.pending.push(
-                        (event, Some(id)),
+                    if let Some((e, pending)) = self.pending.push(
+                        (event, Some(pending)),
                         cgroup_id,
                         cgroup_v1_id,
                         Instant::now(),
                     ) {
-                        send(without_metadata(e, id));
+                        send(without_metadata(e, pending));
                     }
                     return;
                 }
             }
         }
-        let id = match self.classified.get(&(cgroup_id, cgroup_v1_id)) {
-            Some(Unknown::Container(id)) => Some(id.clone()),
+        let pending = match self.classified.get(&(cgroup_id, cgroup_v1_id)) {
+            Some(Unknown::Container(pending)) => Some(pending.clone()),
             _ => None,
         };
-        if let Some((e, id)) =
+        if let Some((e, pending)) =
             self.pending
-                .push((event, id), cgroup_id, cgroup_v1_id, Instant::now())
+                .push((event, pending), cgroup_id, cgroup_v1_id, Instant::now())
         {
-            send(without_metadata(e, id));
+            send(without_metadata(e, pending));
         }
     }
 
@@ -162,8 +162,8 @@ impl Attributor {
                 index
                     .lookup(cg, v1)
                     .or_else(|| match classified.get(&(cg, v1)) {
-                        Some(Unknown::Container(id)) => {
-                            let c = index.get(&id.id)?;
+                        Some(Unknown::Container(pending)) => {
+                            let c = index.get(&pending.id)?;
                             // The container is indexed but its cgroup ids were not: check the
                             // directory it declares.
                             let (v2, v1_id) = c.cgroup.as_deref().map(|d| cgroupfs.ids(d))?;
@@ -172,7 +172,7 @@ impl Attributor {
                         _ => None,
                     })
             },
-            |(mut e, id), found| match found {
+            |(mut e, pending), found| match found {
                 Some(c) => {
                     e.set_container(Some(c.reference()));
                     send(e);
@@ -184,7 +184,7 @@ impl Attributor {
                         }
                         waited.insert((cg, v1));
                     }
-                    send(without_metadata(e, id));
+                    send(without_metadata(e, pending));
                 }
             },
         );
@@ -192,7 +192,8 @@ impl Attributor {
 
     /// Sends everything still waiting (shutdown).
     pub fn flush(&mut self, send: &mut impl FnMut(Event)) {
-        self.pending.flush(|(e, id)| send(without_metadata(e, id)));
+        self.pending
+            .flush(|(e, pending)| send(without_metadata(e, pending)));
     }
 
     /// Maps an unknown cgroup to a container id through its directory: found from the ids
@@ -242,8 +243,10 @@ impl Attributor {
 
 /// An event that waited in vain: what is known (the container id from the cgroup path, when
 /// there was one) and the flag.
-fn without_metadata(mut e: Event, id: Option<Arc<ContainerRef>>) -> Event {
-    e.set_container(Some(id.unwrap_or_else(|| pending_reference(String::new()))));
+fn without_metadata(mut e: Event, pending: Option<Arc<ContainerRef>>) -> Event {
+    e.set_container(Some(
+        pending.unwrap_or_else(|| pending_reference(String::new())),
+    ));
     e
 }
 
