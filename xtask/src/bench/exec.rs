@@ -194,8 +194,9 @@ fn section(
         "## 1. Exec rate sweep ({reps} repetitions, {secs:.0} s per step, configurations \
          alternated)\n\nfork + exec + wait of a private copy of /bin/true, inside a cgroup shaped \
          like a containerd container's (`/kubepods/besteffort/pod<uid>/<id>`, own mount \
-         namespace). CPU = utime + stime of every process of the configuration (sensor + \
-         collector; bpftrace; auditd + kauditd) + in-kernel BPF run time of its programs, \
+         namespace). CPU = the CPU time, to the ns, of every process of the configuration \
+         (sensor + collector; bpftrace; auditd + kauditd: each process counted in a cgroup of \
+         its own, kauditd by its schedstat) + in-kernel BPF run time of its programs, \
          from the start of a step until its events are stored, per exec the workload made. \
          Median (min–max) over repetitions.\n\n"
     );

@@ -98,11 +98,11 @@ pub struct Settled {
 /// CPU used so far by a configuration, ns.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Cpu {
-    /// utime + stime of its processes (kernel threads included).
+    /// CPU time of its processes (kernel threads included), to the ns ([`cpu::Meter`]).
     pub user_ns: u64,
     /// In-kernel BPF run time of its programs.
     pub bpf_ns: u64,
-    /// utime + stime of its first process alone (the sensor; bpftrace; auditd), included in
+    /// CPU time of its first process alone (the sensor; bpftrace; auditd), included in
     /// `user_ns`.
     pub first_ns: u64,
 }
@@ -150,7 +150,8 @@ struct AuditHandle {
 /// A running configuration.
 pub struct Observer {
     pub kind: Kind,
-    cpu_pids: Vec<u32>,
+    /// The configuration's processes, the first one alone in `Cpu::first_ns`.
+    meters: Vec<cpu::Meter>,
     bpf_pid: Option<u32>,
     sensor: Option<SensorHandle>,
     trace: Option<Arc<TraceCounts>>,
@@ -179,7 +180,7 @@ impl Observer {
         std::fs::create_dir_all(&dir)?;
         let mut o = Observer {
             kind,
-            cpu_pids: Vec::new(),
+            meters: Vec::new(),
             bpf_pid: None,
             sensor: None,
             trace: None,
@@ -193,6 +194,12 @@ impl Observer {
             Kind::Bpftrace => o.start_bpftrace(ctx)?,
             Kind::Auditd => o.start_auditd(ctx)?,
         }
+        if o.meters.iter().any(|m| m.method() == "ticks") {
+            eprintln!(
+                "bench: {} CPU is counted in clock ticks (10 ms): no cgroup to count it in",
+                kind.name()
+            );
+        }
         Ok(o)
     }
 
@@ -202,7 +209,7 @@ impl Observer {
         let (collector_pid, sensor_pid) = (collector.0.id(), sensor.0.id());
         self.children.push(collector);
         self.children.push(sensor);
-        self.cpu_pids = vec![sensor_pid, collector_pid];
+        self.meters = vec![cpu::Meter::new(sensor_pid), cpu::Meter::new(collector_pid)];
         self.bpf_pid = Some(sensor_pid);
         self.sensor = Some(SensorHandle {
             db: self.dir.join("bench.db"),
@@ -260,7 +267,7 @@ impl Observer {
             .context("bpftrace did not attach within 60 s")?;
         // "Attaching" is printed before the probes are attached: let it finish.
         std::thread::sleep(Duration::from_millis(500));
-        self.cpu_pids = vec![pid];
+        self.meters = vec![cpu::Meter::new(pid)];
         self.bpf_pid = Some(pid);
         self.trace = Some(counts);
         Ok(())
@@ -315,8 +322,9 @@ impl Observer {
             std::thread::sleep(Duration::from_millis(50));
         }
         rules.add()?;
-        self.cpu_pids = std::iter::once(pid)
+        self.meters = std::iter::once(pid)
             .chain(cpu::pids_named("kauditd"))
+            .map(cpu::Meter::new)
             .collect();
         self.audit = Some(Mutex::new(AuditHandle {
             log,
@@ -335,11 +343,7 @@ impl Observer {
     pub fn cpu(&self) -> Cpu {
         // Each process read once (ended ones count 0: sample before stopping them); the
         // first one's figure is part of the sum.
-        let each: Vec<u64> = self
-            .cpu_pids
-            .iter()
-            .map(|&p| cpu::process_ns(p).unwrap_or(0))
-            .collect();
+        let each: Vec<u64> = self.meters.iter().map(|m| m.ns().unwrap_or(0)).collect();
         Cpu {
             user_ns: each.iter().sum(),
             bpf_ns: self.bpf_pid.map_or(0, |p| cpu::bpf_ns(p).0),
