@@ -6,7 +6,7 @@
 use core::ffi::c_void;
 
 use aya_ebpf::{
-    helpers::generated::{bpf_get_current_task, bpf_ktime_get_boot_ns, bpf_probe_read_user},
+    helpers::generated::{bpf_ktime_get_boot_ns, bpf_probe_read_user},
     macros::btf_tracepoint,
     programs::BtfTracePointContext,
 };
@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{config, offsets, path_parts, read, read_ptr, read_str},
+    kernel::{config, load, offsets, path_parts, read, read_ptr, read_str},
     maps::{self, EVENTS, Scratch, count, filter, scratch},
     path::write_path,
     process::{fill_identity, is_host, mount_ns},
@@ -35,8 +35,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
 
 fn try_exec(bprm: u64) -> Result<(), i64> {
     let Some(s) = scratch() else { return Ok(()) };
-    // SAFETY: a helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
+    let task = crate::kernel::current_task();
     let o = offsets();
 
     // SAFETY: the buffer is larger than the record and suitably aligned (map values are
@@ -202,12 +201,14 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_exit() -> Result<(), i64> {
-    // SAFETY: a helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
+    let task = crate::kernel::current_task();
     let o = offsets();
     // Only the last thread of a group ends the process.
-    let signal = read_ptr(task, o.task_signal)?;
-    let live: i32 = read(signal, o.signal_live)?;
+    let signal: u64 = load(task, o.task_signal);
+    if signal == 0 {
+        return Err(-14);
+    }
+    let live: i32 = load(signal, o.signal_live);
     if live != 0 {
         return Ok(());
     }
@@ -223,9 +224,11 @@ fn try_exit() -> Result<(), i64> {
         return Ok(());
     };
     let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let start_time_ns = match read_ptr(task, o.task_group_leader) {
-        Ok(leader) => read(leader, o.task_start_time).unwrap_or(0),
-        Err(_) => 0,
+    let leader: u64 = load(task, o.task_group_leader);
+    let start_time_ns = if leader != 0 {
+        load(leader, o.task_start_time)
+    } else {
+        0
     };
     entry.write(ExitRecord {
         header: RecordHeader {
@@ -237,7 +240,7 @@ fn try_exit() -> Result<(), i64> {
         },
         pid: pid_tgid as u32,
         tgid: (pid_tgid >> 32) as u32,
-        exit_code: read(task, o.task_exit_code).unwrap_or(0),
+        exit_code: load(task, o.task_exit_code),
         _pad: 0,
         start_time_ns,
     });

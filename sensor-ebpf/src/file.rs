@@ -14,10 +14,7 @@
 //!   syscall resolved against, joined with the name as given.
 
 use aya_ebpf::{
-    helpers::{
-        bpf_get_current_pid_tgid,
-        generated::{bpf_get_current_task, bpf_ktime_get_boot_ns},
-    },
+    helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns},
     macros::tracepoint,
     maps::lpm_trie::Key,
     programs::TracePointContext,
@@ -28,7 +25,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{AT_FDCWD, fd_file, offsets, path_parts, read, read_ptr, read_user_str},
+    kernel::{AT_FDCWD, current_task, fd_file, offsets, path_parts, read, read_ptr, read_user_str},
     maps::{self, PATH_FILTER, PENDING, PendingCall, Scratch, count, filter, scratch},
     path::{write_at_path, write_path},
     process::{fill_identity, is_host, mount_ns},
@@ -238,8 +235,7 @@ pub fn enter_fchmod(ctx: TracePointContext) -> u32 {
     if mode & S_IXUGO == 0 {
         return 0;
     }
-    // SAFETY: a helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
+    let task = current_task();
     let o = offsets();
     let Ok(file) = fd_file(task, fd) else {
         return 0;
@@ -293,8 +289,7 @@ pub fn exit_open(ctx: TracePointContext) -> u32 {
     if ret < 0 || ret > i32::MAX as i64 {
         return 0;
     }
-    // SAFETY: a helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
+    let task = current_task();
     let o = offsets();
     let Ok(file) = fd_file(task, ret as i32) else {
         return 0;
@@ -316,8 +311,7 @@ pub fn exit_open(ctx: TracePointContext) -> u32 {
 /// path comes from an open file (create, fchmod) rather than from (dirfd, name).
 #[inline(always)]
 fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
-    // SAFETY: a helper without preconditions.
-    let task = unsafe { bpf_get_current_task() };
+    let task = current_task();
     let o = offsets();
     let mut flags = c.flags & file_flag::OLD_MODE_KNOWN;
     // The cheap filter first (3 reads), then the path filter (the walk), and the process

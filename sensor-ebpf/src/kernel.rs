@@ -1,4 +1,6 @@
-//! Reading kernel memory at BTF-resolved offsets.
+//! Reading kernel memory at BTF-resolved offsets: plain loads through BTF pointers where the
+//! verifier knows the pointer's type ([`load`], from [`current_task`]), the probe-read helper
+//! elsewhere (pointers kept in maps, arrays indexed at run time, user memory).
 
 use core::{ffi::c_void, mem::MaybeUninit};
 
@@ -119,6 +121,24 @@ pub fn user_byte(src: u64) -> Result<u8, i64> {
     if ret < 0 { Err(ret) } else { Ok(b) }
 }
 
+/// The current task as a BTF pointer: fields read through it with [`load`] are plain loads
+/// that the verifier checks against the kernel's BTF (no helper call per field).
+#[inline(always)]
+pub fn current_task() -> u64 {
+    // SAFETY: a helper without preconditions.
+    unsafe { aya_ebpf::helpers::generated::bpf_get_current_task_btf() as u64 }
+}
+
+/// Loads a `T` at `base + off`, where `base` is a BTF pointer the verifier knows (from
+/// [`current_task`] or a pointer field loaded through one) and `off` a load-time constant:
+/// the verifier checks the access against the kernel's BTF and makes it fault-safe (a bad
+/// address reads as 0).
+#[inline(always)]
+pub fn load<T: Copy>(base: u64, off: u32) -> T {
+    // SAFETY: see above; the verifier rejects the program if the access does not fit.
+    unsafe { core::ptr::read_volatile(base.wrapping_add(off as u64) as *const T) }
+}
+
 /// `AT_FDCWD`: a path relative to the working directory.
 pub const AT_FDCWD: i32 = -100;
 
@@ -129,13 +149,19 @@ pub fn fd_file(task: u64, fd: i32) -> Result<u64, i64> {
     if fd < 0 {
         return Err(-9);
     }
-    let files = read_ptr(task, o.task_files)?;
-    let fdt = read_ptr(files, o.files_fdt)?;
-    let max: u32 = read(fdt, o.fdtable_max_fds)?;
+    let files: u64 = load(task, o.task_files);
+    if files == 0 {
+        return Err(-14);
+    }
+    let fdt: u64 = load(files, o.files_fdt);
+    if fdt == 0 {
+        return Err(-14);
+    }
+    let max: u32 = load(fdt, o.fdtable_max_fds);
     if fd as u32 >= max {
         return Err(-9);
     }
-    let fds = read_ptr(fdt, o.fdtable_fd)?;
+    let fds: u64 = load(fdt, o.fdtable_fd);
     read_ptr(fds, fd as u32 * 8)
 }
 

@@ -278,8 +278,7 @@ extern "C" fn write_step(i: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 pub fn write_path(s: &mut Scratch, start: usize, mnt: u64, dentry: u64) -> Result<Written, i64> {
     let o = offsets();
-    // SAFETY: a helper without preconditions.
-    let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+    let task = crate::kernel::current_task();
     let (root_mnt, root_dentry) = read_ptr(task, o.task_fs)
         .and_then(|fs| path_parts(fs.wrapping_add(o.fs_root as u64)))
         .unwrap_or((0, 0));
@@ -381,8 +380,7 @@ pub fn write_at_path(
         truncated: false,
     };
     if user_byte(upath)? != b'/' {
-        // SAFETY: a helper without preconditions.
-        let task = unsafe { aya_ebpf::helpers::generated::bpf_get_current_task() };
+        let task = crate::kernel::current_task();
         let (mnt, dentry) = dirfd_path(task, dirfd)?;
         w = write_path(s, start, mnt, dentry)?;
         if w.len == 1 {
