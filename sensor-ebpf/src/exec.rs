@@ -17,10 +17,10 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{config, load, offsets, path_parts, read, read_ptr, read_str},
+    kernel::{config, load, load_ptr, offsets, path_parts, read, read_ptr, read_str},
     maps::{self, EVENTS, Scratch, count, filter, scratch},
     path::write_path,
-    process::{fill_identity, is_host, mount_ns},
+    process::{fill_identity, is_host, mount_ns, start_time_ns},
 };
 
 #[btf_tracepoint(function = "sched_process_exec")]
@@ -204,11 +204,7 @@ fn try_exit() -> Result<(), i64> {
     let task = crate::kernel::current_task();
     let o = offsets();
     // Only the last thread of a group ends the process.
-    let signal: u64 = load(task, o.task_signal);
-    if signal == 0 {
-        return Err(-14);
-    }
-    let live: i32 = load(signal, o.signal_live);
+    let live: i32 = load(load_ptr(task, o.task_signal)?, o.signal_live);
     if live != 0 {
         return Ok(());
     }
@@ -224,12 +220,6 @@ fn try_exit() -> Result<(), i64> {
         return Ok(());
     };
     let pid_tgid = aya_ebpf::helpers::bpf_get_current_pid_tgid();
-    let leader: u64 = load(task, o.task_group_leader);
-    let start_time_ns = if leader != 0 {
-        load(leader, o.task_start_time)
-    } else {
-        0
-    };
     entry.write(ExitRecord {
         header: RecordHeader {
             kind: kind::EXIT,
@@ -242,7 +232,7 @@ fn try_exit() -> Result<(), i64> {
         tgid: (pid_tgid >> 32) as u32,
         exit_code: load(task, o.task_exit_code),
         _pad: 0,
-        start_time_ns,
+        start_time_ns: start_time_ns(task),
     });
     entry.submit(maps::wakeup_flags(size_of::<ExitRecord>()));
     count(counter::EMITTED_EXIT);

@@ -139,6 +139,15 @@ pub fn load<T: Copy>(base: u64, off: u32) -> T {
     unsafe { core::ptr::read_volatile(base.wrapping_add(off as u64) as *const T) }
 }
 
+/// [`load`] of a pointer; a null pointer is an error (as in [`read_ptr`]).
+#[inline(always)]
+pub fn load_ptr(base: u64, off: u32) -> Result<u64, i64> {
+    match load::<u64>(base, off) {
+        0 => Err(-14),
+        p => Ok(p),
+    }
+}
+
 /// `AT_FDCWD`: a path relative to the working directory.
 pub const AT_FDCWD: i32 = -100;
 
@@ -149,14 +158,7 @@ pub fn fd_file(task: u64, fd: i32) -> Result<u64, i64> {
     if fd < 0 {
         return Err(-9);
     }
-    let files: u64 = load(task, o.task_files);
-    if files == 0 {
-        return Err(-14);
-    }
-    let fdt: u64 = load(files, o.files_fdt);
-    if fdt == 0 {
-        return Err(-14);
-    }
+    let fdt = load_ptr(load_ptr(task, o.task_files)?, o.files_fdt)?;
     let max: u32 = load(fdt, o.fdtable_max_fds);
     if fd as u32 >= max {
         return Err(-9);

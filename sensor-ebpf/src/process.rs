@@ -6,7 +6,7 @@ use aya_ebpf::helpers::{
 };
 use sensor_common::ProcessIdentity;
 
-use crate::kernel::{config, load, offsets};
+use crate::kernel::{config, load, load_ptr, offsets};
 
 /// Fills `p` for `task` (the current task); `mntns` is its mount namespace when the caller
 /// already read it. Returns false when some field could not be read (the record is still
@@ -25,11 +25,9 @@ pub fn fill_identity(p: &mut ProcessIdentity, task: u64, mntns: Option<u32>) -> 
     p.comm = bpf_get_current_comm().unwrap_or([0; 16]);
     p._pad = 0;
 
-    // Plain loads through the task's BTF pointer (see `kernel::load`): a null pointer reads as
-    // an error, a fault as 0.
+    // Plain loads through the task's BTF pointer (see `kernel::load`): a fault reads as 0.
     let mut ok = true;
-    let cred: u64 = load(task, o.task_cred);
-    if cred != 0 {
+    if let Ok(cred) = load_ptr(task, o.task_cred) {
         p.euid = load(cred, o.cred_euid);
         p.egid = load(cred, o.cred_egid);
         p.cap_effective = load(cred, o.cred_cap_effective);
@@ -39,19 +37,9 @@ pub fn fill_identity(p: &mut ProcessIdentity, task: u64, mntns: Option<u32>) -> 
         p.egid = u32::MAX;
         p.cap_effective = 0;
     }
-    let parent: u64 = load(task, o.task_real_parent);
-    p.ppid = if parent != 0 {
-        load(parent, o.task_tgid)
-    } else {
-        0
-    };
+    p.ppid = load_ptr(task, o.task_real_parent).map_or(0, |parent| load(parent, o.task_tgid));
     p.loginuid = load(task, o.task_loginuid);
-    let leader: u64 = load(task, o.task_group_leader);
-    p.start_time_ns = if leader != 0 {
-        load(leader, o.task_start_time)
-    } else {
-        0
-    };
+    p.start_time_ns = start_time_ns(task);
     p.mntns = match mntns {
         Some(ns) => ns,
         None => mount_ns(task).unwrap_or(0),
@@ -67,15 +55,15 @@ pub fn fill_identity(p: &mut ProcessIdentity, task: u64, mntns: Option<u32>) -> 
 #[inline(always)]
 pub fn mount_ns(task: u64) -> Result<u32, i64> {
     let o = offsets();
-    let nsproxy: u64 = load(task, o.task_nsproxy);
-    if nsproxy == 0 {
-        return Err(-14);
-    }
-    let mnt_ns: u64 = load(nsproxy, o.nsproxy_mnt_ns);
-    if mnt_ns == 0 {
-        return Err(-14);
-    }
+    let mnt_ns = load_ptr(load_ptr(task, o.task_nsproxy)?, o.nsproxy_mnt_ns)?;
     Ok(load(mnt_ns, o.mnt_ns_inum))
+}
+
+/// Start time of the task's thread group (its leader's), ns since boot; 0 if unreadable.
+#[inline(always)]
+pub fn start_time_ns(task: u64) -> u64 {
+    let o = offsets();
+    load_ptr(task, o.task_group_leader).map_or(0, |leader| load(leader, o.task_start_time))
 }
 
 /// Whether the task is a host process (in the host's mount namespace).
@@ -92,15 +80,9 @@ fn cgroup_v1_id(task: u64) -> Result<u64, i64> {
     if subsys >= 16 {
         return Ok(0);
     }
-    let mut p: u64 = load(task, o.task_cgroups);
+    let mut p = load_ptr(task, o.task_cgroups)?;
     for off in [o.css_set_subsys + subsys * 8, o.css_cgroup, o.cgroup_kn] {
-        if p == 0 {
-            return Err(-14);
-        }
-        p = load(p, off);
-    }
-    if p == 0 {
-        return Err(-14);
+        p = load_ptr(p, off)?;
     }
     Ok(load(p, o.kernfs_id))
 }

@@ -96,13 +96,9 @@ impl Meter {
         }
     }
 
-    /// How it measures, for the report.
-    pub fn method(&self) -> &'static str {
-        match self.how {
-            How::Cgroup(_) => "cgroup",
-            How::Schedstat => "schedstat",
-            How::Ticks => "ticks",
-        }
+    /// Whether it fell back to clock ticks.
+    pub fn in_ticks(&self) -> bool {
+        matches!(self.how, How::Ticks)
     }
 }
 

@@ -194,7 +194,7 @@ impl Observer {
             Kind::Bpftrace => o.start_bpftrace(ctx)?,
             Kind::Auditd => o.start_auditd(ctx)?,
         }
-        if o.meters.iter().any(|m| m.method() == "ticks") {
+        if o.meters.iter().any(cpu::Meter::in_ticks) {
             eprintln!(
                 "bench: {} CPU is counted in clock ticks (10 ms): no cgroup to count it in",
                 kind.name()
