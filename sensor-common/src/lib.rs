@@ -300,6 +300,8 @@ pub struct KernelOffsets {
     pub kernfs_id: u32,
     pub ovl_vfs_inode: u32,
     pub ovl_upperdentry: u32,
+    /// The dentry's inline name (`d_shortname` since 6.13, `d_iname` before); 0 if unknown.
+    pub dentry_inline_name: u32,
     /// Index of the v1 hierarchy's subsystem in `css_set.subsys`; `u32::MAX` for none.
     pub cgroup_v1_subsys: u32,
 }
@@ -313,6 +315,8 @@ pub struct LoadConfig {
     pub host_mntns: u32,
     /// Most argv bytes per exec record (at most [`ARGS_MAX`]).
     pub args_max: u32,
+    /// Keeps `wakeup_bytes` aligned without implicit padding (the struct is copied as bytes).
+    pub _pad: u32,
     /// Records are submitted without waking userspace while fewer than this many bytes wait in
     /// the ring buffer; 0 wakes on every record. Userspace polls on a timer as well.
     pub wakeup_bytes: u64,
@@ -337,8 +341,8 @@ const _: () = assert!(size_of::<ExitRecord>() == EXIT_RECORD_SIZE);
 const _: () = assert!(size_of::<FileRecord>() == FILE_RECORD_SIZE);
 const _: () = assert!(size_of::<FilterConfig>() == 16);
 const _: () = assert!(size_of::<PathFilterKey>() == 4 + PATH_FILTER_KEY_LEN);
-const _: () = assert!(size_of::<KernelOffsets>() == 54 * 4);
-const _: () = assert!(size_of::<LoadConfig>() == 54 * 4 + 16);
+const _: () = assert!(size_of::<KernelOffsets>() == 55 * 4);
+const _: () = assert!(size_of::<LoadConfig>() == 55 * 4 + 20);
 // Every variable part fits behind the fixed part within the scratch area.
 const _: () =
     assert!(EXEC_RECORD_SIZE + FILENAME_MAX + 2 * PATH_MAX + ARGS_MAX <= SCRATCH_HALF + ARGS_MAX);

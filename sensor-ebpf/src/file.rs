@@ -326,7 +326,7 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
     }
 
     let start = FILE_RECORD_SIZE;
-    let mut mode = c.mode;
+    let mut created = 0;
     let w = if c.path == 0 {
         // The path of an open file: create (file given) or fchmod (descriptor given).
         let file = if file != 0 {
@@ -336,7 +336,7 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
         };
         let (mnt, dentry) = path_parts(file.wrapping_add(o.file_path as u64))?;
         if c.op == file_op::CREATE {
-            mode = inode_mode(dentry);
+            created = dentry;
         }
         write_path(s, start, mnt, dentry)?
     } else {
@@ -350,6 +350,12 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
         count(counter::FILTERED_PATH);
         return Ok(());
     }
+    // The created file's mode, for kept files only.
+    let mode = if created != 0 {
+        inode_mode(created)
+    } else {
+        c.mode
+    };
     // SAFETY: the buffer is larger than the record and 8-byte aligned; plain data. The path
     // lies behind the record.
     let rec = unsafe { &mut *(s.buf.as_mut_ptr() as *mut FileRecord) };

@@ -184,13 +184,23 @@ pub fn path_parts(path: u64) -> Result<(u64, u64), i64> {
     Ok((mnt, dentry))
 }
 
+/// (vfsmount, dentry) of the `struct path` at offset `at` of the task's `fs_struct` (its root
+/// or its working directory), with plain loads: `task` is the current task's BTF pointer.
+#[inline(always)]
+pub fn fs_path(task: u64, at: u32) -> Result<(u64, u64), i64> {
+    let o = offsets();
+    let fs = load_ptr(task, o.task_fs)?;
+    let mnt = load_ptr(fs, at + o.path_mnt)?;
+    let dentry = load_ptr(fs, at + o.path_dentry)?;
+    Ok((mnt, dentry))
+}
+
 /// (vfsmount, dentry) of the directory a `*at` syscall resolves `dirfd` against.
 #[inline(always)]
 pub fn dirfd_path(task: u64, dirfd: i32) -> Result<(u64, u64), i64> {
     let o = offsets();
     if dirfd == AT_FDCWD {
-        let fs = read_ptr(task, o.task_fs)?;
-        return path_parts(fs.wrapping_add(o.fs_pwd as u64));
+        return fs_path(task, o.fs_pwd);
     }
     let file = fd_file(task, dirfd)?;
     path_parts(file.wrapping_add(o.file_path as u64))

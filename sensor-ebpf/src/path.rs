@@ -17,10 +17,7 @@ use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel};
 use sensor_common::{PATH_MAX, SCRATCH_HALF};
 
 use crate::{
-    kernel::{
-        dirfd_path, offsets, path_parts, read, read_into, read_ptr, read_str, read_user_str,
-        user_byte,
-    },
+    kernel::{dirfd_path, fs_path, offsets, read, read_into, read_str, read_user_str, user_byte},
     maps::Scratch,
 };
 
@@ -34,10 +31,18 @@ const HALF_MASK: usize = SCRATCH_HALF - 1;
 const _: () = assert!(SLOTS.is_power_of_two() && SLOTS >= WALK_STEPS as usize);
 const _: () = assert!(SCRATCH_HALF.is_power_of_two());
 const _: () = assert!(PATH_MAX.is_power_of_two() && NAME_MAX.is_power_of_two());
-/// Bytes of a dentry read at once from `d_parent`: the parent pointer, then `d_name` (hash,
-/// length, name pointer) in every kernel since 3.x; field by field if this one differs.
-const DENTRY_WINDOW: u32 = 24;
-
+/// Bytes of a dentry read at once, from its start: the parent pointer, `d_name` (hash, length,
+/// name pointer), `d_inode` and the inline name that holds short names (`d_shortname`, 40
+/// bytes since 6.13; `d_iname`, 32, before), in every kernel since 3.x. A short name is taken
+/// from this read; a long one is read where it lives. A layout that does not fit the window
+/// is read field by field.
+const DENTRY_WINDOW: usize = 96;
+/// The window's words; 16 of them so that masked indexes stay inside.
+const WINDOW_WORDS: usize = 16;
+/// Bytes an inline name is copied with, whatever its length (see [`copy_inline_name`]).
+const INLINE_COPY: usize = 40;
+const _: () = assert!(DENTRY_WINDOW <= WINDOW_WORDS * 8 && DENTRY_WINDOW - INLINE_COPY < 64);
+const _: () = assert!(INLINE_COPY <= NAME_MAX);
 /// Per-CPU working memory of the walk.
 #[repr(C)]
 pub struct PathScratch {
@@ -67,7 +72,7 @@ pub struct PathScratch {
     /// The path did not fit `prepend`: the collecting walk writes it instead.
     overflow: u64,
     /// The dentry window (see [`DENTRY_WINDOW`]), with room for masked field reads.
-    window: [u8; 40],
+    window: [u64; WINDOW_WORDS],
     /// The prepending walk's buffer: names are written leaf first, ending at `PATH_MAX`.
     prepend: [u8; PATH_MAX + NAME_MAX],
 }
@@ -88,31 +93,82 @@ struct LoopCtx {
 const CONTINUE: i64 = 0;
 const STOP: i64 = 1;
 
-/// (parent, name length, name pointer) of dentry `d`.
+/// Where a dentry's name is.
+enum Name {
+    /// In the dentry window, ending before this byte.
+    Inline(usize),
+    /// At this kernel address.
+    At(u64),
+}
+
+/// (parent, name length, name) of dentry `d`.
 #[inline(always)]
-fn dentry_fields(p: &mut PathScratch, d: u64) -> Result<(u64, usize, u64), i64> {
+fn dentry_fields(p: &mut PathScratch, d: u64) -> Result<(u64, usize, Name), i64> {
     let o = offsets();
-    let len_at = o.dentry_name_len.wrapping_sub(o.dentry_parent);
-    let name_at = o.dentry_name_ptr.wrapping_sub(o.dentry_parent);
-    if len_at + 4 <= DENTRY_WINDOW && name_at + 8 <= DENTRY_WINDOW {
-        read_into(&mut p.window[..DENTRY_WINDOW as usize], d, o.dentry_parent)?;
-        let w = &p.window;
-        let at = |i: u32| i as usize & 31;
-        // SAFETY: each read lies inside the 40-byte window (offsets masked below 32).
-        let (parent, len, name) = unsafe {
-            (
-                core::ptr::read_unaligned(w.as_ptr().cast::<u64>()),
-                core::ptr::read_unaligned(w.as_ptr().add(at(len_at)).cast::<u32>()),
-                core::ptr::read_unaligned(w.as_ptr().add(at(name_at)).cast::<u64>()),
-            )
+    let (parent_at, len_at, name_at) = (
+        o.dentry_parent as usize,
+        o.dentry_name_len as usize,
+        o.dentry_name_ptr as usize,
+    );
+    if parent_at % 8 == 0
+        && parent_at + 8 <= DENTRY_WINDOW
+        && len_at % 4 == 0
+        && len_at + 4 <= DENTRY_WINDOW
+        && name_at % 8 == 0
+        && name_at + 8 <= DENTRY_WINDOW
+    {
+        // SAFETY: the window is WINDOW_WORDS * 8 >= DENTRY_WINDOW bytes of plain data.
+        let bytes = unsafe {
+            core::slice::from_raw_parts_mut(p.window.as_mut_ptr().cast::<u8>(), DENTRY_WINDOW)
         };
-        return Ok((parent, len as usize, name));
+        read_into(bytes, d, 0)?;
+        let w = &p.window;
+        let word = |at: usize| w[(at / 8) & (WINDOW_WORDS - 1)];
+        let parent = word(parent_at);
+        let len = (word(len_at) >> ((len_at & 4) * 8)) as u32 as usize;
+        let name = word(name_at);
+        let inline = o.dentry_inline_name as usize;
+        let end = inline + len;
+        if inline >= INLINE_COPY
+            && len < INLINE_COPY
+            && end <= DENTRY_WINDOW
+            && name == d.wrapping_add(inline as u64)
+        {
+            return Ok((parent, len, Name::Inline(end)));
+        }
+        return Ok((parent, len, Name::At(name)));
     }
     Ok((
         read::<u64>(d, o.dentry_parent)?,
         read::<u32>(d, o.dentry_name_len)? as usize,
-        read::<u64>(d, o.dentry_name_ptr)?,
+        Name::At(read::<u64>(d, o.dentry_name_ptr)?),
     ))
+}
+
+/// Copies a short name from the dentry window so that it ends at `prepend[end]`: the
+/// [`INLINE_COPY`] window bytes ending at `src_end` go to the bytes ending at `end`. A fixed
+/// length keeps the copy a straight line for the verifier; the bytes before the name land
+/// in front of the path, where the next "/" and name overwrite them or the path does not
+/// reach. `INLINE_COPY` <= `end` <= `PATH_MAX`; `INLINE_COPY` < `src_end` <= `DENTRY_WINDOW`.
+#[inline(always)]
+fn copy_inline_name(p: &mut PathScratch, end: usize, src_end: usize) {
+    // SAFETY: both offsets are masked inside their arrays with INLINE_COPY bytes to spare:
+    // the source below 64 in a window of 128 bytes, the destination below PATH_MAX in a
+    // buffer of PATH_MAX + NAME_MAX.
+    unsafe {
+        let src = p
+            .window
+            .as_ptr()
+            .cast::<u8>()
+            .add((src_end - INLINE_COPY) & 63);
+        let dst = p
+            .prepend
+            .as_mut_ptr()
+            .add((end - INLINE_COPY) & (PATH_MAX - 1));
+        for i in 0..INLINE_COPY {
+            core::ptr::write_volatile(dst.add(i), core::ptr::read_volatile(src.add(i)));
+        }
+    }
 }
 
 /// Where a step of either walk stands before it takes a name: `Some(STOP)` at the task's
@@ -130,7 +186,15 @@ fn end_or_cross(p: &mut PathScratch) -> Option<i64> {
     if d != p.mnt_root {
         return None;
     }
-    let Ok(parent_mount) = read::<u64>(p.mount, o.mount_parent) else {
+    // The parent mount and the mount point: one read where they are neighbours (every kernel
+    // since 3.x), else two.
+    let parent_and_mountpoint = if o.mount_mountpoint == o.mount_parent + 8 {
+        read::<[u64; 2]>(p.mount, o.mount_parent).map(|[parent, point]| (parent, point))
+    } else {
+        read::<u64>(p.mount, o.mount_parent)
+            .and_then(|parent| Ok((parent, read::<u64>(p.mount, o.mount_mountpoint)?)))
+    };
+    let Ok((parent_mount, mountpoint)) = parent_and_mountpoint else {
         p.failed = 1;
         return Some(STOP);
     };
@@ -139,16 +203,17 @@ fn end_or_cross(p: &mut PathScratch) -> Option<i64> {
         p.truncated = 0;
         return Some(STOP);
     }
-    let (Ok(mountpoint), Ok(mnt_root)) = (
-        read_ptr(p.mount, o.mount_mountpoint),
-        read::<u64>(
-            parent_mount.wrapping_add(o.mount_mnt as u64),
-            o.vfsmount_root,
-        ),
+    let Ok(mnt_root) = read::<u64>(
+        parent_mount.wrapping_add(o.mount_mnt as u64),
+        o.vfsmount_root,
     ) else {
         p.failed = 1;
         return Some(STOP);
     };
+    if mountpoint == 0 {
+        p.failed = 1;
+        return Some(STOP);
+    }
     p.dentry = mountpoint;
     p.mount = parent_mount;
     p.vfsmnt = parent_mount.wrapping_add(o.mount_mnt as u64);
@@ -179,18 +244,27 @@ extern "C" fn prepend_step(_i: u64, ctx: *mut c_void) -> i64 {
     // pos <= PATH_MAX and len >= 1, so the name starts below PATH_MAX and ends within
     // PATH_MAX + NAME_MAX; the mask tells the verifier so.
     let at = (pos - len) & (PATH_MAX - 1);
-    // SAFETY: at + len <= PATH_MAX + NAME_MAX - 1 bytes of `prepend`; the helper checks the
-    // source.
-    let ret = unsafe {
-        bpf_probe_read_kernel(
-            p.prepend.as_mut_ptr().add(at).cast::<c_void>(),
-            (len & (NAME_MAX - 1)) as u32,
-            name as *const c_void,
-        )
-    };
-    if ret < 0 {
-        p.failed = 1;
-        return STOP;
+    match name {
+        Name::Inline(src_end) if pos >= INLINE_COPY => copy_inline_name(p, pos, src_end),
+        Name::Inline(_) | Name::At(_) => {
+            let name = match name {
+                Name::Inline(src_end) => d.wrapping_add((src_end - len) as u64),
+                Name::At(name) => name,
+            };
+            // SAFETY: at + len <= PATH_MAX + NAME_MAX - 1 bytes of `prepend`; the helper
+            // checks the source.
+            let ret = unsafe {
+                bpf_probe_read_kernel(
+                    p.prepend.as_mut_ptr().add(at).cast::<c_void>(),
+                    (len & (NAME_MAX - 1)) as u32,
+                    name as *const c_void,
+                )
+            };
+            if ret < 0 {
+                p.failed = 1;
+                return STOP;
+            }
+        }
     }
     p.prepend[(at - 1) & (PATH_MAX - 1)] = b'/';
     p.pos = (at - 1) as u64;
@@ -279,9 +353,7 @@ extern "C" fn write_step(i: u64, ctx: *mut c_void) -> i64 {
 pub fn write_path(s: &mut Scratch, start: usize, mnt: u64, dentry: u64) -> Result<Written, i64> {
     let o = offsets();
     let task = crate::kernel::current_task();
-    let (root_mnt, root_dentry) = read_ptr(task, o.task_fs)
-        .and_then(|fs| path_parts(fs.wrapping_add(o.fs_root as u64)))
-        .unwrap_or((0, 0));
+    let (root_mnt, root_dentry) = fs_path(task, o.fs_root).unwrap_or((0, 0));
     let mnt_root = read::<u64>(mnt, o.vfsmount_root)?;
     let mut ctx = LoopCtx {
         scratch: s as *mut Scratch,

@@ -197,6 +197,14 @@ const FIELDS: &[FieldSpec] = &[
     // overlayfs may be a module without BTF: then both are 0 ("unknown upper layer").
     field!(ovl_vfs_inode, Any, ["ovl_inode.vfs_inode"], optional "overlayfs"),
     field!(ovl_upperdentry, Pointer, ["ovl_inode.__upperdentry"], optional "overlayfs"),
+    // Where short names live inside the dentry: the path walk takes them from its one read of
+    // the dentry instead of reading the name separately. 0 (absent) keeps the second read.
+    field!(
+        dentry_inline_name,
+        Any,
+        ["dentry.d_shortname", "dentry.d_iname"],
+        optional "inline names"
+    ),
 ];
 
 /// Split BTF of the overlayfs module, present when overlayfs is a loaded module.
@@ -670,5 +678,8 @@ mod tests {
             assert_eq!((o.ovl_vfs_inode, o.ovl_upperdentry), (0, 0));
         }
         assert!(o.fdtable_fd > 0 && o.task_files > 0);
+        // The walk's one read of a dentry (80 bytes from d_parent) covers short names.
+        assert!(o.dentry_inline_name > o.dentry_inode);
+        assert!(o.dentry_inline_name + 32 <= o.dentry_parent + 80);
     }
 }

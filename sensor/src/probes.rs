@@ -241,6 +241,7 @@ impl Probes {
             offsets,
             host_mntns: host::host_mntns_or_own(Path::new("/proc")),
             args_max: config.args_max_bytes,
+            _pad: 0,
             wakeup_bytes: config.wakeup_bytes,
         };
 

@@ -487,6 +487,59 @@ fn long_paths_are_whole_up_to_path_max_then_keep_their_root_side() {
     assert!(!f.read_error);
 }
 
+/// Names shorter than the dentry's inline name are taken from the walk's one read of the
+/// dentry, longer ones read where they live: every length around the boundary (39 bytes fit
+/// `d_shortname`'s 40, 40 and more do not) comes out whole and in order, and so does a path
+/// of exactly `PATH_MAX` bytes of short names, whose root side is written where the inline
+/// copy has no room in front of it and falls back to reading the name.
+#[test]
+fn names_of_every_length_around_the_inline_boundary_are_whole() {
+    if !privileged("names_of_every_length_around_the_inline_boundary_are_whole") {
+        return;
+    }
+    let dir = TempDir::new("inline");
+    let mut h = Harness::start(&Config::default());
+
+    let mut nested = dir.path().to_path_buf();
+    for (c, len) in [
+        ('a', 1),
+        ('b', 31),
+        ('c', 32),
+        ('d', 38),
+        ('e', 39),
+        ('f', 40),
+        ('g', 41),
+    ] {
+        nested.push(c.to_string().repeat(len));
+    }
+    std::fs::create_dir_all(&nested).expect("nested dirs");
+    for (c, len) in [('h', 1), ('i', 39), ('j', 40), ('k', 255)] {
+        let file = nested.join(c.to_string().repeat(len));
+        std::fs::write(&file, b"").expect("create");
+        let f = wait_file(&mut h, "create", &file);
+        assert!(!f.path_truncated && !f.read_error, "{}", file.display());
+    }
+
+    // Exactly PATH_MAX bytes of 30-byte names.
+    let component = "s".repeat(30);
+    let mut deep = dir.path().to_path_buf();
+    while deep.as_os_str().len() + 1 + component.len() + 1 + 30 < sensor_common::PATH_MAX {
+        deep.push(&component);
+    }
+    std::fs::create_dir_all(&deep).expect("deep dirs");
+    let name = "t".repeat(sensor_common::PATH_MAX - deep.as_os_str().len() - 1);
+    assert!(
+        (30..=255).contains(&name.len()),
+        "name of {} bytes",
+        name.len()
+    );
+    let whole = deep.join(&name);
+    assert_eq!(whole.as_os_str().len(), sensor_common::PATH_MAX);
+    std::fs::write(&whole, b"").expect("create at PATH_MAX");
+    let f = wait_file(&mut h, "create", &whole);
+    assert!(!f.path_truncated && !f.read_error);
+}
+
 #[test]
 fn paths_cross_mount_points() {
     if !privileged("paths_cross_mount_points") {
