@@ -536,3 +536,32 @@ fn spawn_log_drain(logger: aya_log::EbpfLogger<&'static dyn log::Log>) {
         }
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use super::*;
+
+    /// The benchmark's "empty hooks" configuration (its floor) attaches empty programs to
+    /// exactly the syscall tracepoints the sensor uses.
+    #[test]
+    fn bench_floor_lists_every_syscall_tracepoint() {
+        let script = include_str!("../../xtask/src/bench/hooks.bt");
+        let listed: BTreeSet<&str> = script
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .trim_end_matches(',')
+                    .strip_prefix("tracepoint:syscalls:")
+            })
+            .collect();
+        let used: BTreeSet<&str> = HOOKS
+            .iter()
+            .filter(|h| h.kind == HookKind::SyscallTracepoint)
+            .flat_map(|h| h.targets.iter().copied())
+            .collect();
+        assert_eq!(listed, used);
+        assert!(used.contains("sys_exit_openat"));
+    }
+}

@@ -1,6 +1,7 @@
 //! Benchmark 4: the drop cliff. A mixed load (one fork + exec + wait per 100 operations, the
 //! rest `openat(O_CREAT|O_EXCL)` + close + unlink) in a container's cgroup, its rate doubling
-//! every step, against jobwatch and bpftrace. The zero-loss ceiling is the highest rate
+//! every step, against jobwatch and bpftrace (and with nothing observing, the generator's own
+//! maximum). The zero-loss ceiling is the highest rate
 //! achieved with nothing missing; past it, the sensor's reported drops must equal the
 //! shortfall exactly (exec and file losses are counted per kind in the kernel).
 
@@ -14,7 +15,8 @@ use super::{
     report::{Json, Section, Spread, Table, ahead_json, fmt},
 };
 
-const KINDS: [Kind; 2] = [Kind::Sensor, Kind::Bpftrace];
+/// `None` measures the generator alone: how fast it goes with nothing observing it.
+const KINDS: [Kind; 3] = [Kind::None, Kind::Sensor, Kind::Bpftrace];
 const EXEC_EVERY: u64 = 100;
 /// Generator processes: one per core, so that the load can outrun the observers.
 const GENERATORS: usize = 2;
@@ -149,7 +151,8 @@ fn section(reps: usize, secs: f64, steps: &[Step], skipped: &[(Kind, String)]) -
          doubles every step until the generator saturates. The sensor drops host processes \
          in the kernel here, so every loss it counts is the workload's. Zero-loss ceiling: the \
          highest achieved rate before the first step with anything missing or reported lost \
-         (a lower bound when nothing was lost up to the generator's maximum).\n\n"
+         (a lower bound when nothing was lost up to the generator's maximum). No sensor: the \
+         generator with nothing observing it, its own maximum on this machine.\n\n"
     );
     let mut t = Table::new(&[
         "configuration",
@@ -179,13 +182,15 @@ fn section(reps: usize, secs: f64, steps: &[Step], skipped: &[(Kind, String)]) -
             if kind == Kind::Sensor {
                 exact &= same;
             }
+            let observed = kind != Kind::None;
+            let or_dash = |cell: String| if observed { cell } else { "–".into() };
             t.row(vec![
                 kind.name().into(),
                 fmt(target, 0),
                 achieved.show(0),
-                missing.to_string(),
-                reported.to_string(),
-                if same { "yes".into() } else { "**no**".into() },
+                or_dash(missing.to_string()),
+                or_dash(reported.to_string()),
+                or_dash(if same { "yes".into() } else { "**no**".into() }),
             ]);
             json_steps.push(Json::obj([
                 ("configuration", Json::str(kind.key())),
@@ -209,7 +214,7 @@ fn section(reps: usize, secs: f64, steps: &[Step], skipped: &[(Kind, String)]) -
             .map(|&rep| {
                 mine.iter()
                     .filter(|s| s.rep == rep)
-                    .take_while(|s| s.shortfall() == 0 && s.got.lost == 0)
+                    .take_while(|s| kind == Kind::None || (s.shortfall() == 0 && s.got.lost == 0))
                     .map(|s| s.achieved())
                     .fold(0.0, f64::max)
             })
@@ -219,10 +224,15 @@ fn section(reps: usize, secs: f64, steps: &[Step], skipped: &[(Kind, String)]) -
     md.push_str(&t.markdown());
     md.push_str("\n| configuration | zero-loss ceiling, events/s |\n|---|---|\n");
     for (k, c) in &ceilings {
-        let _ = writeln!(md, "| {} | {} |", k.name(), c.show(0));
+        let name = match k {
+            Kind::None => "no sensor (the generator's own maximum)",
+            k => k.name(),
+        };
+        let _ = writeln!(md, "| {name} | {} |", c.show(0));
     }
     let ours = ceilings.iter().find(|c| c.0 == Kind::Sensor).map(|c| c.1);
     let theirs = ceilings.iter().find(|c| c.0 == Kind::Bpftrace).map(|c| c.1);
+    let alone = ceilings.iter().find(|c| c.0 == Kind::None).map(|c| c.1);
     let mut verdicts = Vec::new();
     if let (Some(o), Some(b)) = (ours, theirs) {
         let saturated = steps
@@ -240,8 +250,15 @@ fn section(reps: usize, secs: f64, steps: &[Step], skipped: &[(Kind, String)]) -
                      at least that"
                 } else {
                     ""
-                }
-            ),
+                },
+            ) + &alone.map_or(String::new(), |a| {
+                format!(
+                    "; the generator alone reaches {} /s (jobwatch {:.0}%, bpftrace {:.0}% of it)",
+                    fmt(a.median, 0),
+                    100.0 * o.median / a.median,
+                    100.0 * b.median / a.median
+                )
+            }),
             o.median >= 2.0 * b.median,
         ));
     }

@@ -12,7 +12,14 @@ use super::{
     report::{Json, Section, Spread, Table, ahead_json},
 };
 
-const KINDS: [Kind; 4] = [Kind::None, Kind::Sensor, Kind::Bpftrace, Kind::Auditd];
+/// `Hooks` is the floor: the sensor's syscall tracepoints with empty programs.
+const KINDS: [Kind; 5] = [
+    Kind::None,
+    Kind::Hooks,
+    Kind::Sensor,
+    Kind::Bpftrace,
+    Kind::Auditd,
+];
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 struct Variant {
@@ -128,7 +135,9 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
          alternated)\n\n`openat(O_CREAT|O_EXCL)` + close + unlink on tmpfs in a closed loop, one \
          process. Kept: a directory the sensor reports; filtered out: one its in-kernel path \
          filter drops (bpftrace and auditd have no such filter and record both). Latency is \
-         the loop's time per file; ratio is to no sensor in the same repetition.\n\n"
+         the loop's time per file; ratio is to no sensor in the same repetition. Empty hooks: \
+         the sensor's syscall tracepoints with empty programs (bpftrace), the floor of any \
+         program on them.\n\n"
     );
     let mut t = Table::new(&[
         "variant",
@@ -149,6 +158,15 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
         };
         let none = of(Kind::None);
         let ours = of(Kind::Sensor);
+        let ratio_of = |rs: &[&Run]| {
+            Spread::of(
+                &rs.iter()
+                    .zip(&none)
+                    .map(|(r, n)| r.ns_per_op() / n.ns_per_op())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        let floor = of(Kind::Hooks);
         for kind in KINDS {
             let rs = of(kind);
             if rs.is_empty() {
@@ -156,12 +174,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             }
             let rate = Spread::of(&rs.iter().map(|r| r.per_sec()).collect::<Vec<_>>());
             let lat = Spread::of(&rs.iter().map(|r| r.ns_per_op()).collect::<Vec<_>>());
-            let ratio = Spread::of(
-                &rs.iter()
-                    .zip(&none)
-                    .map(|(r, n)| r.ns_per_op() / n.ns_per_op())
-                    .collect::<Vec<_>>(),
-            );
+            let ratio = ratio_of(&rs);
             let gen_: u64 = rs.iter().map(|r| r.files).sum();
             let rec: u64 = rs.iter().map(|r| r.stored.files).sum();
             let lost: u64 = rs.iter().map(|r| r.stored.lost).sum();
@@ -176,14 +189,14 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     format!("{}x", ratio.show(3))
                 },
                 match kind {
-                    Kind::None => "–".into(),
+                    Kind::None | Kind::Hooks => "–".into(),
                     Kind::Sensor if !variant.keep => format!("{rec} (filtered in the kernel)"),
                     _ => format!(
                         "{rec} / {gen_} ({:.1}%)",
                         100.0 * rec as f64 / gen_.max(1) as f64
                     ),
                 },
-                if kind == Kind::None {
+                if matches!(kind, Kind::None | Kind::Hooks) {
                     "–".into()
                 } else {
                     lost.to_string()
@@ -203,9 +216,17 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             ]));
             if kind == Kind::Sensor {
                 let limit = if variant.keep { 1.25 } else { 1.05 };
+                let floor = if floor.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        "; the hooks alone, empty programs on the same tracepoints: {:.3}x",
+                        ratio_of(&floor).median
+                    )
+                };
                 verdicts.push((
                     format!(
-                        "{}: latency {:.3}x no sensor's (limit {limit}x)",
+                        "{}: latency {:.3}x no sensor's (limit {limit}x{floor})",
                         variant.name(),
                         ratio.median
                     ),

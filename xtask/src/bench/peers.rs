@@ -24,6 +24,9 @@ use crate::process;
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
     None,
+    /// jobwatch's syscall tracepoints with empty programs (bpftrace, [`HOOKS_SCRIPT`]): what
+    /// the hooks cost before any program does any work, the floor of the files benchmark.
+    Hooks,
     Sensor,
     Bpftrace,
     Auditd,
@@ -33,6 +36,7 @@ impl Kind {
     pub fn name(self) -> &'static str {
         match self {
             Kind::None => "no sensor",
+            Kind::Hooks => "empty hooks",
             Kind::Sensor => "jobwatch",
             Kind::Bpftrace => "bpftrace",
             Kind::Auditd => "auditd",
@@ -42,6 +46,7 @@ impl Kind {
     pub fn key(self) -> &'static str {
         match self {
             Kind::None => "none",
+            Kind::Hooks => "empty_hooks",
             Kind::Sensor => "jobwatch",
             Kind::Bpftrace => "bpftrace",
             Kind::Auditd => "auditd",
@@ -190,8 +195,9 @@ impl Observer {
         };
         match kind {
             Kind::None => {}
+            Kind::Hooks => o.start_bpftrace(ctx, HOOKS_SCRIPT)?,
             Kind::Sensor => o.start_sensor(ctx, sensor)?,
-            Kind::Bpftrace => o.start_bpftrace(ctx)?,
+            Kind::Bpftrace => o.start_bpftrace(ctx, BPFTRACE_SCRIPT)?,
             Kind::Auditd => o.start_auditd(ctx)?,
         }
         if o.meters.iter().any(cpu::Meter::in_ticks) {
@@ -221,9 +227,9 @@ impl Observer {
         Ok(())
     }
 
-    fn start_bpftrace(&mut self, ctx: &Ctx) -> Result<()> {
+    fn start_bpftrace(&mut self, ctx: &Ctx, source: &str) -> Result<()> {
         let script = self.dir.join("jobwatch-bench.bt");
-        std::fs::write(&script, BPFTRACE_SCRIPT)?;
+        std::fs::write(&script, source)?;
         let mut cmd = Command::new("bpftrace");
         cmd.arg(&script)
             .stdin(Stdio::null())
@@ -378,7 +384,7 @@ impl Observer {
     /// What the configuration recorded so far.
     pub fn counts(&self, ctx: &Ctx) -> Result<Counts> {
         match self.kind {
-            Kind::None => Ok(Counts::default()),
+            Kind::None | Kind::Hooks => Ok(Counts::default()),
             Kind::Sensor => self.sensor_counts(ctx),
             Kind::Bpftrace => {
                 let t = self.trace.as_ref().context("bpftrace counters")?;
@@ -486,7 +492,7 @@ impl Observer {
         let mut cpu = self.cpu();
         let mut changed = Instant::now();
         loop {
-            let done = self.kind == Kind::None
+            let done = matches!(self.kind, Kind::None | Kind::Hooks)
                 || (last.execs + last.lost_exec >= want.execs
                     && last.files + last.lost_file >= want.files)
                     && changed.elapsed() >= Duration::from_millis(300);
@@ -643,6 +649,10 @@ fn auditctl(args: &[&str]) -> Result<()> {
 
 /// Prints, like the sensor, every exec (pid, ppid, uid, cgroup, comm, file name) and every
 /// successful `openat` with `O_CREAT` (same fields and the path).
+/// The sensor's syscall tracepoints (`sensor/src/probes.rs`, whose tests check this list
+/// against its hook table) with empty programs.
+pub const HOOKS_SCRIPT: &str = include_str!("hooks.bt");
+
 const BPFTRACE_SCRIPT: &str = r#"
 tracepoint:sched:sched_process_exec {
   printf("E %d %d %d %d %s %s\n", pid, curtask->real_parent->tgid, uid, cgroup, comm,
