@@ -25,9 +25,12 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{AT_FDCWD, current_task, fd_file, offsets, path_parts, read, read_ptr, read_user_str},
+    kernel::{
+        AT_FDCWD, current_task, fd_file, file_head, offsets, path_parts, read, read_ptr,
+        read_user_str,
+    },
     maps::{self, PATH_FILTER, PENDING, PendingCall, Scratch, count, filter, scratch},
-    path::{write_at_path, write_path},
+    path::{leaf_inode, write_at_path, write_path},
     process::{fill_identity, is_host, mount_ns},
 };
 
@@ -61,11 +64,17 @@ fn mode_arg(ctx: &TracePointContext, n: usize) -> u32 {
 
 #[inline(always)]
 fn inode_mode(dentry: u64) -> u32 {
-    let o = offsets();
-    match read_ptr(dentry, o.dentry_inode) {
-        Ok(inode) => read::<u16>(inode, o.inode_mode).map(u32::from).unwrap_or(0),
+    match read_ptr(dentry, offsets().dentry_inode) {
+        Ok(inode) => mode_of_inode(inode),
         Err(_) => 0,
     }
+}
+
+#[inline(always)]
+fn mode_of_inode(inode: u64) -> u32 {
+    read::<u16>(inode, offsets().inode_mode)
+        .map(u32::from)
+        .unwrap_or(0)
 }
 
 #[inline(always)]
@@ -276,7 +285,7 @@ pub fn exit_file_syscall(ctx: TracePointContext) -> u32 {
         return 0;
     }
     if let Some(s) = scratch() {
-        let _ = build(s, &pending, 0);
+        let _ = build(s, &pending, None);
     }
     0
 }
@@ -289,12 +298,10 @@ pub fn exit_open(ctx: TracePointContext) -> u32 {
     if ret < 0 || ret > i32::MAX as i64 {
         return 0;
     }
-    let task = current_task();
-    let o = offsets();
-    let Ok(file) = fd_file(task, ret as i32) else {
+    let Ok(file) = fd_file(current_task(), ret as i32) else {
         return 0;
     };
-    let Ok(f_mode) = read::<u32>(file, o.file_mode) else {
+    let Ok((f_mode, mnt, dentry)) = file_head(file) else {
         return 0;
     };
     if f_mode & FMODE_CREATED == 0 {
@@ -302,15 +309,15 @@ pub fn exit_open(ctx: TracePointContext) -> u32 {
     }
     let c = call(file_op::CREATE, 0, ret as i32, 0, 0, 0);
     if let Some(s) = scratch() {
-        let _ = build(s, &c, file);
+        let _ = build(s, &c, Some((mnt, dentry)));
     }
     0
 }
 
-/// Builds and sends the record of a file operation. `file` is the `struct file *` when the
-/// path comes from an open file (create, fchmod) rather than from (dirfd, name).
+/// Builds and sends the record of a file operation. `opened` is the (vfsmount, dentry) of the
+/// file a create opened; an fchmod's comes from its descriptor, the others' from (dirfd, name).
 #[inline(always)]
-fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
+fn build(s: &mut Scratch, c: &PendingCall, opened: Option<(u64, u64)>) -> Result<(), i64> {
     let task = current_task();
     let o = offsets();
     let mut flags = c.flags & file_flag::OLD_MODE_KNOWN;
@@ -329,12 +336,10 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
     let mut created = 0;
     let w = if c.path == 0 {
         // The path of an open file: create (file given) or fchmod (descriptor given).
-        let file = if file != 0 {
-            file
-        } else {
-            fd_file(task, c.dirfd)?
+        let (mnt, dentry) = match opened {
+            Some(parts) => parts,
+            None => path_parts(fd_file(task, c.dirfd)?.wrapping_add(o.file_path as u64))?,
         };
-        let (mnt, dentry) = path_parts(file.wrapping_add(o.file_path as u64))?;
         if c.op == file_op::CREATE {
             created = dentry;
         }
@@ -351,10 +356,11 @@ fn build(s: &mut Scratch, c: &PendingCall, file: u64) -> Result<(), i64> {
         return Ok(());
     }
     // The created file's mode, for kept files only.
-    let mode = if created != 0 {
-        inode_mode(created)
-    } else {
-        c.mode
+    let mode = match (created, leaf_inode(s)) {
+        (0, _) => c.mode,
+        // The walk read the leaf's inode pointer with the dentry.
+        (_, inode) if inode != 0 => mode_of_inode(inode),
+        (dentry, _) => inode_mode(dentry),
     };
     // SAFETY: the buffer is larger than the record and 8-byte aligned; plain data. The path
     // lies behind the record.

@@ -195,6 +195,40 @@ pub fn fs_path(task: u64, at: u32) -> Result<(u64, u64), i64> {
     Ok((mnt, dentry))
 }
 
+/// Bytes of a `struct file` read at once from its start by [`file_head`].
+const FILE_HEAD: usize = 80;
+
+/// (`f_mode`, vfsmount, dentry) of an open file: one read of the struct's head where `f_mode`
+/// and `f_path` lie in it (every kernel since 3.x), else two.
+#[inline(always)]
+pub fn file_head(file: u64) -> Result<(u32, u64, u64), i64> {
+    let o = offsets();
+    let (mode_at, mnt_at, dentry_at) = (
+        o.file_mode as usize,
+        (o.file_path + o.path_mnt) as usize,
+        (o.file_path + o.path_dentry) as usize,
+    );
+    if mode_at.is_multiple_of(4)
+        && mode_at + 4 <= FILE_HEAD
+        && mnt_at.is_multiple_of(8)
+        && mnt_at + 8 <= FILE_HEAD
+        && dentry_at.is_multiple_of(8)
+        && dentry_at + 8 <= FILE_HEAD
+    {
+        let head = read::<[u64; FILE_HEAD / 8]>(file, 0)?;
+        let word = |at: usize| head[(at / 8) % (FILE_HEAD / 8)];
+        let mode = (word(mode_at) >> ((mode_at & 4) * 8)) as u32;
+        let (mnt, dentry) = (word(mnt_at), word(dentry_at));
+        if mnt == 0 || dentry == 0 {
+            return Err(-14);
+        }
+        return Ok((mode, mnt, dentry));
+    }
+    let mode = read::<u32>(file, o.file_mode)?;
+    let (mnt, dentry) = path_parts(file.wrapping_add(o.file_path as u64))?;
+    Ok((mode, mnt, dentry))
+}
+
 /// (vfsmount, dentry) of the directory a `*at` syscall resolves `dirfd` against.
 #[inline(always)]
 pub fn dirfd_path(task: u64, dirfd: i32) -> Result<(u64, u64), i64> {

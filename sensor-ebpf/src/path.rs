@@ -2,8 +2,9 @@
 //! points up to the root of the task's mount namespace.
 //!
 //! The walk goes from the leaf up and, like `d_path`, prepends each name to a per-CPU buffer
-//! whose end is the path's end: one pass, one read of the dentry (its parent and its name's
-//! length and pointer are neighbours) and one copy of the name per component. The finished
+//! whose end is the path's end: one pass, one read of the dentry per component (its parent,
+//! its name's length and pointer, and the inline name where the kernel keeps short names), and
+//! a second read only for a name stored outside the dentry (40 bytes or longer). The finished
 //! path is then copied into the record, where it can be matched against prefixes. A path
 //! longer than [`PATH_MAX`] does not fit the buffer; it is written again by a second walk that
 //! collects the dentries from the leaf up and writes their names root first, so that a
@@ -71,6 +72,10 @@ pub struct PathScratch {
     pos: u64,
     /// The path did not fit `prepend`: the collecting walk writes it instead.
     overflow: u64,
+    /// The leaf dentry, and its inode as the prepending walk read it with the dentry (0 if
+    /// not read).
+    leaf: u64,
+    leaf_inode: u64,
     /// The dentry window (see [`DENTRY_WINDOW`]), with room for masked field reads.
     window: [u64; WINDOW_WORDS],
     /// The prepending walk's buffer: names are written leaf first, ending at `PATH_MAX`.
@@ -110,11 +115,11 @@ fn dentry_fields(p: &mut PathScratch, d: u64) -> Result<(u64, usize, Name), i64>
         o.dentry_name_len as usize,
         o.dentry_name_ptr as usize,
     );
-    if parent_at % 8 == 0
+    if parent_at.is_multiple_of(8)
         && parent_at + 8 <= DENTRY_WINDOW
-        && len_at % 4 == 0
+        && len_at.is_multiple_of(4)
         && len_at + 4 <= DENTRY_WINDOW
-        && name_at % 8 == 0
+        && name_at.is_multiple_of(8)
         && name_at + 8 <= DENTRY_WINDOW
     {
         // SAFETY: the window is WINDOW_WORDS * 8 >= DENTRY_WINDOW bytes of plain data.
@@ -127,6 +132,10 @@ fn dentry_fields(p: &mut PathScratch, d: u64) -> Result<(u64, usize, Name), i64>
         let parent = word(parent_at);
         let len = (word(len_at) >> ((len_at & 4) * 8)) as u32 as usize;
         let name = word(name_at);
+        let inode_at = o.dentry_inode as usize;
+        if d == p.leaf && inode_at.is_multiple_of(8) && inode_at + 8 <= DENTRY_WINDOW {
+            p.leaf_inode = word(inode_at);
+        }
         let inline = o.dentry_inline_name as usize;
         let end = inline + len;
         if inline >= INLINE_COPY
@@ -244,26 +253,29 @@ extern "C" fn prepend_step(_i: u64, ctx: *mut c_void) -> i64 {
     // pos <= PATH_MAX and len >= 1, so the name starts below PATH_MAX and ends within
     // PATH_MAX + NAME_MAX; the mask tells the verifier so.
     let at = (pos - len) & (PATH_MAX - 1);
-    match name {
-        Name::Inline(src_end) if pos >= INLINE_COPY => copy_inline_name(p, pos, src_end),
-        Name::Inline(_) | Name::At(_) => {
-            let name = match name {
-                Name::Inline(src_end) => d.wrapping_add((src_end - len) as u64),
-                Name::At(name) => name,
-            };
-            // SAFETY: at + len <= PATH_MAX + NAME_MAX - 1 bytes of `prepend`; the helper
-            // checks the source.
-            let ret = unsafe {
-                bpf_probe_read_kernel(
-                    p.prepend.as_mut_ptr().add(at).cast::<c_void>(),
-                    (len & (NAME_MAX - 1)) as u32,
-                    name as *const c_void,
-                )
-            };
-            if ret < 0 {
-                p.failed = 1;
-                return STOP;
-            }
+    // Where the name must be read from, unless the window already holds it and there is room
+    // in front of it for the fixed-length copy.
+    let read_from = match name {
+        Name::Inline(src_end) if pos >= INLINE_COPY => {
+            copy_inline_name(p, pos, src_end);
+            None
+        }
+        Name::Inline(src_end) => Some(d.wrapping_add((src_end - len) as u64)),
+        Name::At(name) => Some(name),
+    };
+    if let Some(name) = read_from {
+        // SAFETY: at + len <= PATH_MAX + NAME_MAX - 1 bytes of `prepend`; the helper checks
+        // the source.
+        let ret = unsafe {
+            bpf_probe_read_kernel(
+                p.prepend.as_mut_ptr().add(at).cast::<c_void>(),
+                (len & (NAME_MAX - 1)) as u32,
+                name as *const c_void,
+            )
+        };
+        if ret < 0 {
+            p.failed = 1;
+            return STOP;
         }
     }
     p.prepend[(at - 1) & (PATH_MAX - 1)] = b'/';
@@ -374,6 +386,8 @@ pub fn write_path(s: &mut Scratch, start: usize, mnt: u64, dentry: u64) -> Resul
     start_walk(&mut s.path);
     s.path.pos = PATH_MAX as u64;
     s.path.overflow = 0;
+    s.path.leaf = dentry;
+    s.path.leaf_inode = 0;
     // SAFETY: the callback only uses ctx, which outlives the call.
     unsafe { bpf_loop(WALK_STEPS, prepend_step as *mut c_void, ctx_ptr, 0) };
     let s = &mut *s;
@@ -432,6 +446,12 @@ pub fn write_path(s: &mut Scratch, start: usize, mnt: u64, dentry: u64) -> Resul
         len: end - start,
         truncated: s.path.truncated != 0,
     })
+}
+
+/// The inode of the last [`write_path`]'s leaf dentry, when its walk read it (0 if not).
+#[inline(always)]
+pub fn leaf_inode(s: &Scratch) -> u64 {
+    s.path.leaf_inode
 }
 
 /// Longest user-supplied path part a record carries.
