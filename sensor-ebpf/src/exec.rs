@@ -17,7 +17,7 @@ use sensor_common::{
 };
 
 use crate::{
-    kernel::{config, load, load_ptr, offsets, path_parts, read, read_ptr, read_str},
+    kernel::{config, current_task, load, load_ptr, offsets, path_parts, read, read_ptr, read_str},
     maps::{self, EVENTS, Scratch, count, filter, scratch},
     path::write_path,
     process::{fill_identity, is_host, mount_ns, start_time_ns},
@@ -35,7 +35,7 @@ pub fn sched_process_exec(ctx: BtfTracePointContext) -> i32 {
 
 fn try_exec(bprm: u64) -> Result<(), i64> {
     let Some(s) = scratch() else { return Ok(()) };
-    let task = crate::kernel::current_task();
+    let task = current_task();
     let o = offsets();
 
     // SAFETY: the buffer is larger than the record and suitably aligned (map values are
@@ -201,7 +201,7 @@ pub fn sched_process_exit(_ctx: BtfTracePointContext) -> i32 {
 }
 
 fn try_exit() -> Result<(), i64> {
-    let task = crate::kernel::current_task();
+    let task = current_task();
     let o = offsets();
     // Only the last thread of a group ends the process.
     let live: i32 = load(load_ptr(task, o.task_signal)?, o.signal_live);

@@ -195,6 +195,25 @@ pub fn fs_path(task: u64, at: u32) -> Result<(u64, u64), i64> {
     Ok((mnt, dentry))
 }
 
+/// Whether a `size`-byte field at byte `at` is aligned to its size and lies in the first
+/// `len` bytes of a block read at once (then [`word_at`] or [`u32_at`] take it from the block).
+#[inline(always)]
+pub fn fits(at: usize, size: usize, len: usize) -> bool {
+    at.is_multiple_of(size) && at + size <= len
+}
+
+/// The 8-byte field at byte `at` (a multiple of 8) of a block read as words.
+#[inline(always)]
+pub fn word_at<const N: usize>(block: &[u64; N], at: usize) -> u64 {
+    block[(at / 8) % N]
+}
+
+/// The 4-byte field at byte `at` (a multiple of 4) of a block read as words (little-endian).
+#[inline(always)]
+pub fn u32_at<const N: usize>(block: &[u64; N], at: usize) -> u32 {
+    (word_at(block, at) >> ((at & 4) * 8)) as u32
+}
+
 /// Bytes of a `struct file` read at once from its start by [`file_head`].
 const FILE_HEAD: usize = 80;
 
@@ -208,17 +227,10 @@ pub fn file_head(file: u64) -> Result<(u32, u64, u64), i64> {
         (o.file_path + o.path_mnt) as usize,
         (o.file_path + o.path_dentry) as usize,
     );
-    if mode_at.is_multiple_of(4)
-        && mode_at + 4 <= FILE_HEAD
-        && mnt_at.is_multiple_of(8)
-        && mnt_at + 8 <= FILE_HEAD
-        && dentry_at.is_multiple_of(8)
-        && dentry_at + 8 <= FILE_HEAD
-    {
+    if fits(mode_at, 4, FILE_HEAD) && fits(mnt_at, 8, FILE_HEAD) && fits(dentry_at, 8, FILE_HEAD) {
         let head = read::<[u64; FILE_HEAD / 8]>(file, 0)?;
-        let word = |at: usize| head[(at / 8) % (FILE_HEAD / 8)];
-        let mode = (word(mode_at) >> ((mode_at & 4) * 8)) as u32;
-        let (mnt, dentry) = (word(mnt_at), word(dentry_at));
+        let mode = u32_at(&head, mode_at);
+        let (mnt, dentry) = (word_at(&head, mnt_at), word_at(&head, dentry_at));
         if mnt == 0 || dentry == 0 {
             return Err(-14);
         }

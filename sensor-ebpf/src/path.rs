@@ -18,7 +18,10 @@ use aya_ebpf::helpers::generated::{bpf_loop, bpf_probe_read_kernel};
 use sensor_common::{PATH_MAX, SCRATCH_HALF};
 
 use crate::{
-    kernel::{dirfd_path, fs_path, offsets, read, read_into, read_str, read_user_str, user_byte},
+    kernel::{
+        current_task, dirfd_path, fits, fs_path, offsets, read, read_into, read_str, read_user_str,
+        u32_at, user_byte, word_at,
+    },
     maps::Scratch,
 };
 
@@ -115,12 +118,9 @@ fn dentry_fields(p: &mut PathScratch, d: u64) -> Result<(u64, usize, Name), i64>
         o.dentry_name_len as usize,
         o.dentry_name_ptr as usize,
     );
-    if parent_at.is_multiple_of(8)
-        && parent_at + 8 <= DENTRY_WINDOW
-        && len_at.is_multiple_of(4)
-        && len_at + 4 <= DENTRY_WINDOW
-        && name_at.is_multiple_of(8)
-        && name_at + 8 <= DENTRY_WINDOW
+    if fits(parent_at, 8, DENTRY_WINDOW)
+        && fits(len_at, 4, DENTRY_WINDOW)
+        && fits(name_at, 8, DENTRY_WINDOW)
     {
         // SAFETY: the window is WINDOW_WORDS * 8 >= DENTRY_WINDOW bytes of plain data.
         let bytes = unsafe {
@@ -128,13 +128,12 @@ fn dentry_fields(p: &mut PathScratch, d: u64) -> Result<(u64, usize, Name), i64>
         };
         read_into(bytes, d, 0)?;
         let w = &p.window;
-        let word = |at: usize| w[(at / 8) & (WINDOW_WORDS - 1)];
-        let parent = word(parent_at);
-        let len = (word(len_at) >> ((len_at & 4) * 8)) as u32 as usize;
-        let name = word(name_at);
+        let parent = word_at(w, parent_at);
+        let len = u32_at(w, len_at) as usize;
+        let name = word_at(w, name_at);
         let inode_at = o.dentry_inode as usize;
-        if d == p.leaf && inode_at.is_multiple_of(8) && inode_at + 8 <= DENTRY_WINDOW {
-            p.leaf_inode = word(inode_at);
+        if d == p.leaf && fits(inode_at, 8, DENTRY_WINDOW) {
+            p.leaf_inode = word_at(w, inode_at);
         }
         let inline = o.dentry_inline_name as usize;
         let end = inline + len;
@@ -364,7 +363,7 @@ extern "C" fn write_step(i: u64, ctx: *mut c_void) -> i64 {
 #[inline(always)]
 pub fn write_path(s: &mut Scratch, start: usize, mnt: u64, dentry: u64) -> Result<Written, i64> {
     let o = offsets();
-    let task = crate::kernel::current_task();
+    let task = current_task();
     let (root_mnt, root_dentry) = fs_path(task, o.fs_root).unwrap_or((0, 0));
     let mnt_root = read::<u64>(mnt, o.vfsmount_root)?;
     let mut ctx = LoopCtx {
@@ -472,7 +471,7 @@ pub fn write_at_path(
         truncated: false,
     };
     if user_byte(upath)? != b'/' {
-        let task = crate::kernel::current_task();
+        let task = current_task();
         let (mnt, dentry) = dirfd_path(task, dirfd)?;
         w = write_path(s, start, mnt, dentry)?;
         if w.len == 1 {

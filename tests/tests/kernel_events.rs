@@ -2,7 +2,11 @@
 //! checked field by field. Run one at a time (`--test-threads=1`): they share kernel state.
 
 use std::{
-    ffi::CString, os::unix::fs::PermissionsExt, path::Path, process::Command, time::Duration,
+    ffi::CString,
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+    time::Duration,
 };
 
 use jobwatch_tests::{
@@ -404,7 +408,7 @@ fn umask() -> u32 {
 }
 
 /// Unmounts a bind mount when dropped, also when the test fails.
-struct BindMount(std::path::PathBuf);
+struct BindMount(PathBuf);
 
 impl BindMount {
     fn new(source: &Path, target: &Path) -> BindMount {
@@ -433,6 +437,28 @@ impl Drop for BindMount {
     }
 }
 
+/// Makes directories named `component` under `root`, one inside the other, while another one
+/// still leaves more than `reserve` bytes of `PATH_MAX`, and returns the path of a file in the
+/// deepest whose name (of `fill`) makes it exactly `PATH_MAX` bytes long.
+fn path_of_path_max(root: &Path, component: &str, reserve: usize, fill: char) -> PathBuf {
+    let mut deep = root.to_path_buf();
+    while deep.as_os_str().len() + 1 + component.len() + 1 + reserve < sensor_common::PATH_MAX {
+        deep.push(component);
+    }
+    std::fs::create_dir_all(&deep).expect("deep dirs");
+    let name = fill
+        .to_string()
+        .repeat(sensor_common::PATH_MAX - deep.as_os_str().len() - 1);
+    assert!(
+        (1..=255).contains(&name.len()),
+        "name of {} bytes",
+        name.len()
+    );
+    let whole = deep.join(&name);
+    assert_eq!(whole.as_os_str().len(), sensor_common::PATH_MAX);
+    whole
+}
+
 #[test]
 fn long_paths_are_whole_up_to_path_max_then_keep_their_root_side() {
     if !privileged("long_paths_are_whole_up_to_path_max_then_keep_their_root_side") {
@@ -443,26 +469,16 @@ fn long_paths_are_whole_up_to_path_max_then_keep_their_root_side() {
     let component = "d".repeat(200);
 
     // A path of exactly PATH_MAX bytes is reported whole.
-    let mut deep = dir.path().to_path_buf();
-    while deep.as_os_str().len() + 1 + component.len() + 1 + 1 < sensor_common::PATH_MAX - 100 {
-        deep.push(&component);
-    }
-    std::fs::create_dir_all(&deep).expect("deep dirs");
-    let name = "f".repeat(sensor_common::PATH_MAX - deep.as_os_str().len() - 1);
-    assert!(
-        (1..=255).contains(&name.len()),
-        "name of {} bytes",
-        name.len()
-    );
-    let whole = deep.join(&name);
-    assert_eq!(whole.as_os_str().len(), sensor_common::PATH_MAX);
+    let whole = path_of_path_max(dir.path(), &component, 101, 'f');
     std::fs::write(&whole, b"").expect("create at PATH_MAX");
     let f = wait_file(&mut h, "create", &whole);
     assert!(!f.path_truncated && !f.read_error);
 
     // One byte longer: the path is cut at a component boundary, its root side kept (what
     // the prefix filters match), and flagged.
-    let longer = deep.join(format!("{name}x"));
+    let mut longer = whole.clone().into_os_string();
+    longer.push("x");
+    let longer = PathBuf::from(longer);
     std::fs::write(&longer, b"").expect("create past PATH_MAX");
     let full = longer.to_string_lossy().into_owned();
     let root = format!("{}/", dir.path().display());
@@ -521,20 +537,9 @@ fn names_of_every_length_around_the_inline_boundary_are_whole() {
     }
 
     // Exactly PATH_MAX bytes of 30-byte names.
-    let component = "s".repeat(30);
-    let mut deep = dir.path().to_path_buf();
-    while deep.as_os_str().len() + 1 + component.len() + 1 + 30 < sensor_common::PATH_MAX {
-        deep.push(&component);
-    }
-    std::fs::create_dir_all(&deep).expect("deep dirs");
-    let name = "t".repeat(sensor_common::PATH_MAX - deep.as_os_str().len() - 1);
-    assert!(
-        (30..=255).contains(&name.len()),
-        "name of {} bytes",
-        name.len()
-    );
-    let whole = deep.join(&name);
-    assert_eq!(whole.as_os_str().len(), sensor_common::PATH_MAX);
+    let whole = path_of_path_max(dir.path(), &"s".repeat(30), 30, 't');
+    let name_len = whole.file_name().expect("a name").len();
+    assert!((30..=255).contains(&name_len), "name of {name_len} bytes");
     std::fs::write(&whole, b"").expect("create at PATH_MAX");
     let f = wait_file(&mut h, "create", &whole);
     assert!(!f.path_truncated && !f.read_error);

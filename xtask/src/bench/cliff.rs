@@ -182,8 +182,7 @@ fn section(reps: usize, secs: f64, steps: &[Step], skipped: &[(Kind, String)]) -
             if kind == Kind::Sensor {
                 exact &= same;
             }
-            let observed = kind != Kind::None;
-            let or_dash = |cell: String| if observed { cell } else { "–".into() };
+            let or_dash = |cell: String| if kind.records() { cell } else { "–".into() };
             t.row(vec![
                 kind.name().into(),
                 fmt(target, 0),
@@ -214,7 +213,7 @@ fn section(reps: usize, secs: f64, steps: &[Step], skipped: &[(Kind, String)]) -
             .map(|&rep| {
                 mine.iter()
                     .filter(|s| s.rep == rep)
-                    .take_while(|s| kind == Kind::None || (s.shortfall() == 0 && s.got.lost == 0))
+                    .take_while(|s| !kind.records() || (s.shortfall() == 0 && s.got.lost == 0))
                     .map(|s| s.achieved())
                     .fold(0.0, f64::max)
             })

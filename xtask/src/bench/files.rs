@@ -189,17 +189,17 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                     format!("{}x", ratio.show(3))
                 },
                 match kind {
-                    Kind::None | Kind::Hooks => "–".into(),
+                    _ if !kind.records() => "–".into(),
                     Kind::Sensor if !variant.keep => format!("{rec} (filtered in the kernel)"),
                     _ => format!(
                         "{rec} / {gen_} ({:.1}%)",
                         100.0 * rec as f64 / gen_.max(1) as f64
                     ),
                 },
-                if matches!(kind, Kind::None | Kind::Hooks) {
-                    "–".into()
-                } else {
+                if kind.records() {
                     lost.to_string()
+                } else {
+                    "–".into()
                 },
             ]);
             json_rows.push(Json::obj([
@@ -216,7 +216,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
             ]));
             if kind == Kind::Sensor {
                 let limit = if variant.keep { 1.25 } else { 1.05 };
-                let floor = if floor.is_empty() {
+                let floor_note = if floor.is_empty() {
                     String::new()
                 } else {
                     format!(
@@ -226,7 +226,7 @@ pub fn run(ctx: &Ctx) -> Result<Section> {
                 };
                 verdicts.push((
                     format!(
-                        "{}: latency {:.3}x no sensor's (limit {limit}x{floor})",
+                        "{}: latency {:.3}x no sensor's (limit {limit}x{floor_note})",
                         variant.name(),
                         ratio.median
                     ),

@@ -43,6 +43,12 @@ impl Kind {
         }
     }
 
+    /// Whether the configuration records events (and can lose them): not the baselines, no
+    /// sensor and empty hooks.
+    pub fn records(self) -> bool {
+        !matches!(self, Kind::None | Kind::Hooks)
+    }
+
     pub fn key(self) -> &'static str {
         match self {
             Kind::None => "none",
@@ -492,7 +498,7 @@ impl Observer {
         let mut cpu = self.cpu();
         let mut changed = Instant::now();
         loop {
-            let done = matches!(self.kind, Kind::None | Kind::Hooks)
+            let done = !self.kind.records()
                 || (last.execs + last.lost_exec >= want.execs
                     && last.files + last.lost_file >= want.files)
                     && changed.elapsed() >= Duration::from_millis(300);
