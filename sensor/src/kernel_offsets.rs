@@ -631,8 +631,7 @@ mod tests {
 
     #[test]
     fn real_kernel() {
-        if !Path::new(Btf::VMLINUX).exists() {
-            eprintln!("skipping: {} does not exist", Btf::VMLINUX);
+        if !crate::btf::testing::have_vmlinux("real_kernel") {
             return;
         }
         let btf = load_kernel_btf().unwrap();
