@@ -489,6 +489,12 @@ impl Engine {
                     parent.children.pop_front();
                 }
             }
+            let first_exec_unix_nano = self
+                .processes
+                .get(&proc_.exec_id)
+                .map_or(event.time_unix_nano, |p| {
+                    p.first_exec_unix_nano.min(event.time_unix_nano)
+                });
             self.processes.insert(
                 proc_.exec_id.clone(),
                 Box::new(ProcessInfo {
@@ -498,6 +504,7 @@ impl Engine {
                     uid: proc_.uid,
                     parent_exec_id: proc_.parent_exec_id.clone(),
                     children: VecDeque::new(),
+                    first_exec_unix_nano,
                 }),
             );
         }
@@ -828,8 +835,16 @@ impl Engine {
         }
 
         // Rule 8: files a CronJob creates, by processes it executed (not the runtime's setup
-        // of the container, whose paths are the host's and differ in every run).
-        if self.processes.get(&proc_.exec_id).is_some() {
+        // of the container, whose paths are the host's and differ in every run). By event
+        // time, not arrival: the runtime's init process becomes the container's first process
+        // by exec, and the sensor may deliver its setup's events after that exec (they wait
+        // for the container's metadata separately when the init had not yet joined every
+        // cgroup hierarchy).
+        if self
+            .processes
+            .get(&proc_.exec_id)
+            .is_some_and(|p| p.first_exec_unix_nano <= event.time_unix_nano)
+        {
             let item = vec![format!("file {}", names::normalize_path(&f.path))];
             self.baseline(stored, &chain, &item, finding, out, findings);
         }

@@ -255,6 +255,10 @@ pub struct ProcessInfo {
     pub uid: u32,
     /// The parent's exec id.
     pub parent_exec_id: String,
+    /// Event time of the first exec seen under this exec id (an exec keeps the process's
+    /// pid and start time, so later execs share the id): what the process did before it is
+    /// the runtime's setup of the container, not the workload's doing.
+    pub first_exec_unix_nano: i64,
     /// Commands of recent children (command name, exec id), newest last: the newest and
     /// its siblings, at most 9.
     pub children: VecDeque<(String, String)>,

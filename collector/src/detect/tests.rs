@@ -704,6 +704,53 @@ fn drift_reported_after_its_container_exited_is_still_drift() {
     assert_eq!(ids, [drop.id, run.id]);
 }
 
+/// The runtime's init process becomes the container's first process by exec (same exec id),
+/// and the sensor may deliver its setup's file events after that exec. They are not the
+/// CronJob's files: the baseline goes by event time, not by arrival.
+#[test]
+fn runtime_setup_files_arriving_after_the_first_exec_are_not_the_cronjobs() {
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("ops", "backup", "backup-100");
+    let created = ev.created(&at, non_root());
+    let run = ev.exec(
+        Some(&at),
+        "r1a",
+        "",
+        "/bin/tar",
+        &["tar", "-cf", "/tmp/b.tar", "/etc"],
+    );
+    let mut setup = ev.file(
+        Some(&at),
+        "r1a",
+        pb::FileOperation::Create,
+        "/run/containerd/k8s.io/1/rootfs/dev",
+    );
+    // Made before the exec, delivered after it.
+    let exec_time = run.event.as_ref().expect("event").time_unix_nano;
+    setup.event.as_mut().expect("event").time_unix_nano = exec_time - 1;
+    let own = ev.file(
+        Some(&at),
+        "r1a",
+        pb::FileOperation::Create,
+        "/tmp/backup-100.tar",
+    );
+    let out = e.observe(&[created, run, setup, own]);
+    let files: Vec<&Change> = out
+        .changes
+        .iter()
+        .filter(|c| matches!(c, Change::Item(_, item, _) if item.starts_with("file ")))
+        .collect();
+    assert_eq!(
+        files,
+        [&Change::Item(
+            "ops/backup".into(),
+            "file /tmp/backup-#.tar".into(),
+            1
+        )]
+    );
+}
+
 #[test]
 fn a_cronjob_baseline_learns_two_runs_then_names_what_is_new() {
     let mut e = engine();
