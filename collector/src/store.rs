@@ -771,6 +771,65 @@ mod tests {
     }
 
     #[test]
+    fn a_large_batch_stores_every_row_with_its_own_id() {
+        // A re-send in the middle, and a container created and exited in the same batch.
+        let s = Store::open(Path::new(":memory:"), Retention::default()).expect("open");
+        s.insert_batch("n1", "r0", vec![exec(1, "/before")], 1)
+            .expect("first");
+        let container = |seq: u64, created: bool| {
+            let id = "c1".to_string();
+            pb::Event {
+                node: "n1".into(),
+                time_unix_nano: seq as i64 * 10,
+                seq,
+                kind: Some(if created {
+                    pb::event::Kind::ContainerCreated(pb::ContainerCreated {
+                        container: Some(pb::Container {
+                            id,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                } else {
+                    pb::event::Kind::ContainerExited(pb::ContainerExited {
+                        container: Some(pb::ContainerRef {
+                            id,
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    })
+                }),
+                ..Default::default()
+            }
+        };
+        let mut batch: Vec<pb::Event> = (1..=39).map(|i| exec(i, &format!("/bin/{i}"))).collect();
+        batch.insert(20, exec(3, "/resent"));
+        batch.push(container(100, true));
+        batch.push(container(101, false));
+        let sent = batch.len();
+        let o = s.insert_batch("n1", "r1", batch, 2).expect("insert");
+        assert_eq!((o.stored.len(), o.duplicates), (sent - 1, 1));
+        assert_eq!(o.ack_seq, 101);
+        for (i, stored) in o.stored.iter().enumerate() {
+            // Ids follow the one event stored before, in batch order.
+            assert_eq!(stored.id, i as u64 + 2, "row {i}");
+            let got = s.get(stored.id).expect("get").expect("stored");
+            assert_eq!(Some(got), stored.event, "row {i}");
+        }
+        assert_eq!(s.events_stored(), sent as u64);
+        // The container's exit, later in the batch, is the state that stays.
+        assert!(s.containers(&[]).expect("containers").is_empty());
+        s.insert_batch("n1", "r1", vec![container(102, true)], 3)
+            .expect("again");
+        let running = s.containers(&[]).expect("containers");
+        assert_eq!(running.len(), 1);
+        assert_eq!(
+            running[0].container.as_ref().map(|c| c.id.as_str()),
+            Some("c1")
+        );
+    }
+
+    #[test]
     fn insert_dedup_query_retention() {
         let s = Store::open(
             Path::new(":memory:"),

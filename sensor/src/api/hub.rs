@@ -18,7 +18,7 @@ use crate::{
     api::{
         convert::{self, ExecIds},
         filter::Compiled,
-        wire::EncodedEvent,
+        wire::{Arena, EncodedEvent},
     },
     clock::BootClock,
     event::Event,
@@ -52,6 +52,8 @@ struct Inner {
     ids: ExecIds,
     clock: BootClock,
     sink: Option<Sink>,
+    /// Where the sink's events are encoded; locked only under `subscribers`.
+    arena: Mutex<Arena>,
     queue: usize,
     subscribers: Mutex<Vec<Subscriber>>,
     published: AtomicU64,
@@ -103,6 +105,7 @@ impl Hub {
                 ids,
                 clock,
                 sink,
+                arena: Mutex::new(Arena::default()),
                 queue: subscriber_queue.max(1),
                 subscribers: Mutex::new(Vec::new()),
                 published: AtomicU64::new(0),
@@ -131,7 +134,13 @@ impl Hub {
         let unix_ns = self.inner.clock.unix_ns(event.boot_ns);
         if let Some(sink) = &self.inner.sink {
             // The reporter needs only the bytes: encoded straight from the event, no message.
-            sink(EncodedEvent::encode(&self.inner.ids, unix_ns, event, seq));
+            let encoded = self
+                .inner
+                .arena
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner())
+                .encode(&self.inner.ids, unix_ns, event, seq);
+            sink(encoded);
         }
         if subs.is_empty() {
             return;
