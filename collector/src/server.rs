@@ -29,6 +29,11 @@ use crate::{
 
 /// Largest `ReportBatch` accepted, bytes.
 pub const MAX_DECODING_MESSAGE_BYTES: usize = 16 << 20;
+/// Largest HTTP/2 frame a client may send (HTTP/2's default is 16 KiB). A sensor's batch of a
+/// thousand events is a few hundred KiB: in 16 KiB frames it took both sides about a third
+/// more thread wakeups (11,200-12,100 -> 7,600-9,200 in 4 s of 60,000 files/s; collector CPU
+/// per file 1.74-1.95 -> 1.67-1.79 µs).
+pub const MAX_FRAME_BYTES: u32 = 1 << 20;
 
 /// Errors starting or running the collector.
 #[derive(Debug, thiserror::Error)]
@@ -203,6 +208,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<Running,
             // A certificate or key that does not load stops the start here, before anything
             // listens.
             let tls = Server::builder()
+                .max_frame_size(MAX_FRAME_BYTES)
                 .tls_config(tls_config(&config, addr, token.is_some())?)
                 .map_err(|source| ServerError::Tls { addr, source })?;
             let listener = tokio::net::TcpListener::bind(addr)
@@ -277,6 +283,7 @@ pub async fn start(config: Config, cancel: CancellationToken) -> Result<Running,
         let (health, c) = (health.clone(), cancel.clone());
         tasks.push(tokio::spawn(async move {
             let result = Server::builder()
+                .max_frame_size(MAX_FRAME_BYTES)
                 .add_service(health)
                 .add_service(unix_service)
                 .serve_with_incoming_shutdown(UnixListenerStream::new(listener), c.cancelled())
