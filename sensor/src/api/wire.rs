@@ -44,11 +44,6 @@ impl EncodedEvent {
             bytes: Bytes::from(e.encode_to_vec()),
         }
     }
-
-    /// The sensor's event `e`, numbered `seq`, as the API message `convert::event` makes.
-    pub fn encode(ids: &ExecIds, clock_unix_ns: i128, e: &Event, seq: u64) -> EncodedEvent {
-        Arena::default().encode(ids, clock_unix_ns, e, seq)
-    }
 }
 
 /// Bytes of one arena block: a few hundred events.
@@ -600,7 +595,7 @@ mod tests {
                 (-5, 0),
                 (0, u64::MAX),
             ] {
-                let encoded = EncodedEvent::encode(&ids, clock, e, seq);
+                let encoded = Arena::default().encode(&ids, clock, e, seq);
                 let message = convert::event(&ids, clock, e, seq);
                 assert_eq!(
                     encoded.bytes.as_ref(),
@@ -688,7 +683,7 @@ mod tests {
                     container: None,
                 }),
             };
-            let encoded = EncodedEvent::encode(&ids, 1, &e, 1);
+            let encoded = Arena::default().encode(&ids, 1, &e, 1);
             assert_eq!(
                 encoded.bytes.as_ref(),
                 convert::event(&ids, 1, &e, 1).encode_to_vec().as_slice(),
