@@ -164,9 +164,22 @@ impl Engine {
         &self.rules
     }
 
+    /// The paths a container's table remembers, sorted (tests).
+    #[cfg(test)]
+    pub fn created_paths(&self, node: &str, container: &str) -> Vec<String> {
+        let mut paths: Vec<String> = self
+            .containers
+            .get(&(node.to_string(), container.to_string()))
+            .map(|s| s.created.keys().cloned().collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths
+    }
+
     /// Sizes of the bounded tables (containers, processes, alert keys) and what they dropped
-    /// for want of room (baseline items, created files a container's table could not hold:
-    /// drift by a file created past that many is then seen only through the upper-layer flag).
+    /// for want of room (baseline items, created files that could run that a container's
+    /// table could not hold: drift by such a file is then seen only through the upper-layer
+    /// flag).
     pub fn table_sizes(&self) -> [(&'static str, u64); 5] {
         [
             ("detection_containers", self.containers.len() as u64),
@@ -285,6 +298,11 @@ impl Engine {
             {
                 self.file(e, ev, f, out, findings);
             }
+        }
+        if !early.is_empty()
+            && let Some(state) = self.containers.get_mut(&(event.node.clone(), c.id.clone()))
+        {
+            state.forget_unrunnable();
         }
         if kind == Some(pb::ContainerKind::Sandbox) {
             return;
@@ -737,7 +755,12 @@ impl Engine {
         let proc_ = f.process.as_ref().unwrap_or(&no_process);
         if chain.is_container() {
             let state = self.container_state(&event.node, &chain.container_id);
-            let remembered = state.remember_created(&f.path, stored);
+            // Before the container's facts arrive every file waits to be judged again with
+            // its host mounts; after, only a file that could run (drift) is kept, so that data
+            // files do not take the room of a binary the job writes later (not kept is not
+            // dropped).
+            let remembered = (state.security.is_some() && !state::may_run(f))
+                || state.remember_created(&f.path, stored);
             if let Some(src) = &f.source
                 && f.operation == pb::FileOperation::Rename as i32
             {

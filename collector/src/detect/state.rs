@@ -204,11 +204,30 @@ pub struct ContainerState {
     pub kind: Option<pb::ContainerKind>,
     /// Its security facts, from ContainerCreated.
     pub security: Option<pb::SecurityFacts>,
-    /// Files created (or made executable) in it, by path as the container sees it.
+    /// Files created (or made executable) in it, by path as the container sees it: every
+    /// one until the container's facts arrive, then only those that could be executed.
     pub created: HashMap<String, Created>,
 }
 
+/// Whether a created file could be executed as it is: its mode has an execute bit, or the
+/// sensor does not know its mode (a rename or a link carries none). A file without one can
+/// only be run after a chmod, which the sensor reports as a file event of its own.
+pub fn may_run(f: &pb::FileCreated) -> bool {
+    f.mode == 0 || f.mode & 0o111 != 0
+}
+
 impl ContainerState {
+    /// Forgets the remembered files that could not be executed (once the container's facts
+    /// are known, only drift still needs them, and drift needs a file that runs).
+    pub fn forget_unrunnable(&mut self) {
+        self.created.retain(|_, c| {
+            !matches!(
+                c.event.event.as_ref().and_then(|e| e.kind.as_ref()),
+                Some(pb::event::Kind::FileCreated(f)) if !may_run(f)
+            )
+        });
+    }
+
     /// Remembers a created file; false when it is not remembered for want of room (the engine
     /// counts these: `created_files_dropped`).
     pub fn remember_created(&mut self, path: &str, event: &pb::StoredEvent) -> bool {

@@ -179,6 +179,17 @@ impl Events {
         op: pb::FileOperation,
         path: &str,
     ) -> pb::StoredEvent {
+        self.file_mode(at, exec_id, op, path, 0o755)
+    }
+
+    fn file_mode(
+        &mut self,
+        at: Option<&Place>,
+        exec_id: &str,
+        op: pb::FileOperation,
+        path: &str,
+        mode: u32,
+    ) -> pb::StoredEvent {
         self.stored(pb::event::Kind::FileCreated(pb::FileCreated {
             process: Some(pb::Process {
                 exec_id: exec_id.into(),
@@ -188,7 +199,7 @@ impl Events {
             }),
             operation: op as i32,
             path: path.into(),
-            mode: 0o755,
+            mode,
             container: at.map(Place::reference),
             ..Default::default()
         }))
@@ -957,4 +968,67 @@ fn created_files_a_container_cannot_remember_are_counted() {
     batch.push(ev.file(Some(&at), "w1", pb::FileOperation::Create, "/tmp/f0"));
     e.observe(&batch);
     assert_eq!(e.table_sizes()[4], ("created_files_dropped", 3));
+}
+
+#[test]
+fn data_files_do_not_crowd_out_a_binary_written_later() {
+    // More data files than the table holds, then a binary written and run: still drift,
+    // because a file that cannot run takes no room once the container's facts are known.
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("batch", "decoy", "decoy-1");
+    let mut batch = vec![
+        ev.created(&at, non_root()),
+        ev.exec(Some(&at), "d1", "", "/bin/sh", &["sh", "-c", "..."]),
+    ];
+    for i in 0..super::state::MAX_CREATED_PER_CONTAINER + 10 {
+        batch.push(ev.file_mode(
+            Some(&at),
+            "d1",
+            pb::FileOperation::Create,
+            &format!("/tmp/data{i}"),
+            0o100644,
+        ));
+    }
+    let write = ev.file(Some(&at), "d1", pb::FileOperation::Create, "/tmp/payload");
+    let run = ev.exec(Some(&at), "d2", "d1", "/tmp/payload", &["/tmp/payload"]);
+    batch.extend([write.clone(), run.clone()]);
+    let out = e.observe(&batch);
+    let drift = of_rule(&out, "JW004");
+    assert_eq!(drift.len(), 1, "{:?}", summary(&out));
+    assert_eq!(
+        drift[0].message,
+        "executed /tmp/payload, created or made executable after the container started"
+    );
+    let ids: Vec<u64> = drift[0].evidence.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [write.id, run.id]);
+    assert_eq!(e.table_sizes()[4], ("created_files_dropped", 0));
+}
+
+#[test]
+fn files_written_before_the_facts_are_judged_then_only_runnable_ones_stay() {
+    // A data file and a binary written before the container's facts arrive are both kept
+    // until then; afterwards the data file is forgotten and the binary still counts.
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("batch", "early", "early-1");
+    let data = ev.file_mode(
+        Some(&at),
+        "x1",
+        pb::FileOperation::Create,
+        "/tmp/data",
+        0o100600,
+    );
+    let binary = ev.file(Some(&at), "x1", pb::FileOperation::Create, "/tmp/tool");
+    e.observe(&[data, binary.clone()]);
+    let before = e.created_paths(NODE, &at.container);
+    assert_eq!(before, ["/tmp/data", "/tmp/tool"]);
+    let created = ev.created(&at, non_root());
+    let run = ev.exec(Some(&at), "x2", "", "/tmp/tool", &["/tmp/tool"]);
+    let out = e.observe(&[created, run.clone()]);
+    assert_eq!(e.created_paths(NODE, &at.container), ["/tmp/tool"]);
+    let drift = of_rule(&out, "JW004");
+    assert_eq!(drift.len(), 1, "{:?}", summary(&out));
+    let ids: Vec<u64> = drift[0].evidence.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [binary.id, run.id]);
 }
