@@ -52,12 +52,18 @@ struct Inner {
     ids: ExecIds,
     clock: BootClock,
     sink: Option<Sink>,
-    /// Where the sink's events are encoded; locked only under `subscribers`.
-    arena: Mutex<Arena>,
     queue: usize,
-    subscribers: Mutex<Vec<Subscriber>>,
+    state: Mutex<State>,
     published: AtomicU64,
     slow_subscriber_lost: AtomicU64,
+}
+
+/// What `publish` changes, under one lock.
+#[derive(Default)]
+struct State {
+    subscribers: Vec<Subscriber>,
+    /// Where the sink's events are encoded.
+    arena: Arena,
 }
 
 /// The fan-out point; cheap to clone (all clones are the same hub).
@@ -105,19 +111,19 @@ impl Hub {
                 ids,
                 clock,
                 sink,
-                arena: Mutex::new(Arena::default()),
                 queue: subscriber_queue.max(1),
-                subscribers: Mutex::new(Vec::new()),
+                state: Mutex::new(State::default()),
                 published: AtomicU64::new(0),
                 slow_subscriber_lost: AtomicU64::new(0),
             }),
         }
     }
 
-    /// The subscriber list; a panic elsewhere while it was held leaves it usable.
-    fn lock(&self) -> MutexGuard<'_, Vec<Subscriber>> {
+    /// The subscribers and the arena; a panic elsewhere while they were held leaves them
+    /// usable.
+    fn lock(&self) -> MutexGuard<'_, State> {
         self.inner
-            .subscribers
+            .state
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
@@ -126,7 +132,11 @@ impl Hub {
     /// matches. Never waits.
     pub fn publish(&self, event: &Event) {
         // The lock orders sequence numbers and deliveries the same way for every subscriber.
-        let mut subs = self.lock();
+        let mut state = self.lock();
+        let State {
+            subscribers: subs,
+            arena,
+        } = &mut *state;
         let seq = self.inner.published.fetch_add(1, Ordering::Relaxed) + 1;
         if subs.is_empty() && self.inner.sink.is_none() {
             return;
@@ -134,13 +144,7 @@ impl Hub {
         let unix_ns = self.inner.clock.unix_ns(event.boot_ns);
         if let Some(sink) = &self.inner.sink {
             // The reporter needs only the bytes: encoded straight from the event, no message.
-            let encoded = self
-                .inner
-                .arena
-                .lock()
-                .unwrap_or_else(|poisoned| poisoned.into_inner())
-                .encode(&self.inner.ids, unix_ns, event, seq);
-            sink(encoded);
+            sink(arena.encode(&self.inner.ids, unix_ns, event, seq));
         }
         if subs.is_empty() {
             return;
@@ -211,7 +215,7 @@ impl Hub {
         capacity: usize,
     ) -> mpsc::Receiver<Item> {
         let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.lock().push(Subscriber {
+        self.lock().subscribers.push(Subscriber {
             filter,
             tx,
             lost: 0,
@@ -221,7 +225,7 @@ impl Hub {
 
     /// Subscribers connected now (those that went away are forgotten).
     pub fn subscribers(&self) -> usize {
-        let mut subs = self.lock();
+        let subs = &mut self.lock().subscribers;
         subs.retain(|s| !s.tx.is_closed());
         subs.len()
     }

@@ -6,8 +6,9 @@
 //! bytes, that was about a third of the sensor's CPU per exec event (about 25 allocations,
 //! the copies, prost's recursive length computations and the frees). This module writes the
 //! same bytes directly from the sensor's event, one event after the other into a shared block
-//! ([`Arena`]): no allocation per event. The frequent kinds (exec, exit, file) are written here; the rare ones (container created and exited, loss records) go through
-//! `convert`. The unit tests check that both produce the same bytes.
+//! ([`Arena`]): no allocation per event. The frequent kinds (exec, exit, file) are written
+//! here; the rare ones (container created and exited, loss records) go through `convert`. The
+//! unit tests check that both produce the same bytes.
 
 use bytes::{BufMut, Bytes, BytesMut};
 use jobwatch_proto::v1 as pb;
@@ -616,16 +617,11 @@ mod tests {
         }
     }
 
-    #[test]
-    fn events_of_one_arena_keep_their_bytes_across_blocks() {
-        // Enough events to fill several blocks, one of them larger than a block: every
-        // event's bytes stay its own after the arena has written the ones after it.
-        let ids = ids();
-        let mut arena = Arena::default();
-        let kinds = events();
-        let big = Event {
+    /// An exit event whose binary is `binary` (any length).
+    fn exit_of(boot_ns: u64, binary: String) -> Event {
+        Event {
             time_unix_ns: 0,
-            boot_ns: 9,
+            boot_ns,
             kind: EventKind::ProcessExit(ProcessExit {
                 pid: 1,
                 tid: 1,
@@ -633,10 +629,20 @@ mod tests {
                 signal: None,
                 start_boot_ns: 0,
                 duration_ns: 0,
-                binary: "x".repeat(ARENA_BLOCK + 10),
+                binary,
                 container: None,
             }),
-        };
+        }
+    }
+
+    #[test]
+    fn events_of_one_arena_keep_their_bytes_across_blocks() {
+        // Enough events to fill several blocks, one of them larger than a block: every
+        // event's bytes stay its own after the arena has written the ones after it.
+        let ids = ids();
+        let mut arena = Arena::default();
+        let kinds = events();
+        let big = exit_of(9, "x".repeat(ARENA_BLOCK + 10));
         let event = |seq: u64| match seq {
             1_000 => &big,
             _ => &kinds[seq as usize % kinds.len()],
@@ -669,20 +675,7 @@ mod tests {
         // A message body of 127, 128 and 16,384 bytes needs a length of 1, 2 and 3 bytes.
         let ids = ids();
         for len in [0, 1, 100, 127, 128, 129, 16_383, 16_384, 70_000] {
-            let e = Event {
-                time_unix_ns: 0,
-                boot_ns: 1,
-                kind: EventKind::ProcessExit(ProcessExit {
-                    pid: 1,
-                    tid: 1,
-                    exit_code: None,
-                    signal: None,
-                    start_boot_ns: 0,
-                    duration_ns: 0,
-                    binary: "b".repeat(len),
-                    container: None,
-                }),
-            };
+            let e = exit_of(1, "b".repeat(len));
             let encoded = Arena::default().encode(&ids, 1, &e, 1);
             assert_eq!(
                 encoded.bytes.as_ref(),
