@@ -273,6 +273,12 @@ fn status_source(
                     value,
                 });
             }
+            for (kind, value) in s.buffer_lost_by_kind {
+                status.counters.push(jobwatch_proto::v1::Counter {
+                    name: format!("reporter_buffer_lost_{}", kind.name()),
+                    value,
+                });
+            }
         }
         status
     })

@@ -15,6 +15,7 @@ use serde::{Serialize, Serializer};
 use crate::{
     clock::{self, BootClock},
     containers::index::{ContainerInfo, ContainerRef},
+    loss::LossKind,
     process_table::{ProcessInfo, ProcessSource},
     record::{ExecView, FileView, split_args, text},
 };
@@ -83,6 +84,16 @@ impl EventKind {
             EventKind::ContainerCreated(_) => "container_created",
             EventKind::ContainerExited(_) => "container_exited",
             EventKind::LostEvents(_) => "lost_events",
+        }
+    }
+
+    /// The kind its loss is counted as.
+    pub fn loss_kind(&self) -> LossKind {
+        match self {
+            EventKind::ProcessExec(_) => LossKind::Exec,
+            EventKind::ProcessExit(_) => LossKind::Exit,
+            EventKind::FileCreated(_) => LossKind::File,
+            _ => LossKind::Other,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod containers;
 pub mod event;
 pub mod host;
 pub mod kernel_offsets;
+pub mod loss;
 pub mod metrics;
 pub mod output;
 pub mod pipeline;

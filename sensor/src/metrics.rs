@@ -80,8 +80,16 @@ const MAPPED: &[&str] = &[
     "kernel_lost_ringbuf_full_file",
     "kernel_lost_no_scratch",
     "queue_full",
+    "queue_full_exec",
+    "queue_full_exit",
+    "queue_full_file",
+    "queue_full_other",
     "hub_slow_subscriber_lost",
     "reporter_buffer_lost",
+    "reporter_buffer_lost_exec",
+    "reporter_buffer_lost_exit",
+    "reporter_buffer_lost_file",
+    "reporter_buffer_lost_other",
     "decode_errors",
     "kernel_read_errors",
     "kernel_filtered_host",
@@ -169,6 +177,23 @@ pub fn render(status: &pb::Status, extra: &[(&str, u64)]) -> String {
             .collect()
     };
 
+    // A userspace cause's samples by kind (`<counter>_exec`, ...), or its total alone when
+    // the status has no per-kind counters.
+    let by_kind = |cause: &'static str, counter: &str| -> Vec<Sample<'static>> {
+        let kinds: Vec<Sample<'static>> = ["exec", "exit", "file", "other"]
+            .into_iter()
+            .filter_map(|kind| {
+                get(&format!("{counter}_{kind}"))
+                    .map(|v| (vec![("cause", cause), ("kind", kind)], v))
+            })
+            .collect();
+        if kinds.is_empty() {
+            pick(&[(vec![("cause", cause)], counter)])
+        } else {
+            kinds
+        }
+    };
+
     let mut out = Exposition {
         text: String::with_capacity(4096),
         names: HashSet::new(),
@@ -225,13 +250,15 @@ pub fn render(status: &pb::Status, extra: &[(&str, u64)]) -> String {
                 "kernel_lost_ringbuf_full_file",
             ),
             (vec![("cause", "no_scratch")], "kernel_lost_no_scratch"),
-            (vec![("cause", "queue_full")], "queue_full"),
             (
                 vec![("cause", "slow_subscriber")],
                 "hub_slow_subscriber_lost",
             ),
-            (vec![("cause", "reporter_buffer")], "reporter_buffer_lost"),
-        ]),
+        ])
+        .into_iter()
+        .chain(by_kind("queue_full", "queue_full"))
+        .chain(by_kind("reporter_buffer", "reporter_buffer_lost"))
+        .collect::<Vec<_>>(),
     );
     out.family(
         "jobwatch_sensor_decode_errors_total",
@@ -770,6 +797,43 @@ mod tests {
         assert!(
             lines(&text)
                 .contains(&"jobwatch_sensor_events_lost_total{cause=\"reporter_buffer\"} 9")
+        );
+    }
+
+    #[test]
+    fn userspace_losses_by_kind_replace_their_total() {
+        let mut s = status();
+        for (name, v) in [
+            ("queue_full_exec", 4),
+            ("queue_full_exit", 0),
+            ("queue_full_file", 10),
+            ("queue_full_other", 0),
+            ("reporter_buffer_lost", 9),
+            ("reporter_buffer_lost_exec", 2),
+            ("reporter_buffer_lost_exit", 1),
+            ("reporter_buffer_lost_file", 6),
+            ("reporter_buffer_lost_other", 0),
+        ] {
+            s.counters.push(counter(name, v));
+        }
+        let text = render(&s, &[]);
+        let l = lines(&text);
+        for want in [
+            "jobwatch_sensor_events_lost_total{cause=\"queue_full\",kind=\"exec\"} 4",
+            "jobwatch_sensor_events_lost_total{cause=\"queue_full\",kind=\"file\"} 10",
+            "jobwatch_sensor_events_lost_total{cause=\"reporter_buffer\",kind=\"exit\"} 1",
+            "jobwatch_sensor_events_lost_total{cause=\"reporter_buffer\",kind=\"file\"} 6",
+        ] {
+            assert!(l.contains(&want), "missing {want:?} in\n{text}");
+        }
+        // The totals are not samples of their own (a sum over the family stays right), and
+        // the per-kind counters are not rendered again under their raw names.
+        assert!(!l.contains(&"jobwatch_sensor_events_lost_total{cause=\"queue_full\"} 14"));
+        assert!(!text.contains("{cause=\"reporter_buffer\"} 9"), "{text}");
+        assert!(!text.contains("jobwatch_sensor_queue_full_exec"), "{text}");
+        assert!(
+            !text.contains("jobwatch_sensor_reporter_buffer_lost"),
+            "{text}"
         );
     }
 

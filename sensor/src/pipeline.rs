@@ -23,6 +23,7 @@ use crate::{
         index::{CgroupFs, ContainerIndex},
     },
     event::{self, Event, EventKind, LostEvents},
+    loss::PerKind,
     probes::{Attached, KernelCounterReader, KernelCounters, LoadError, Probes},
     process_table::ProcessTable,
     procfs,
@@ -34,8 +35,8 @@ use crate::{
 pub struct Stats {
     pub records: AtomicU64,
     pub decode_errors: AtomicU64,
-    /// Events dropped because the output queue was full.
-    pub queue_full: AtomicU64,
+    /// Events dropped because the output queue was full, by kind.
+    pub queue_full: PerKind,
     pub exec_events: AtomicU64,
     pub exit_events: AtomicU64,
     pub file_events: AtomicU64,
@@ -262,8 +263,13 @@ fn seed_process_table(table: &mut ProcessTable, stats: &Stats) {
 
 /// Offers an event to the output queue; a full queue drops it, counted (and reported later).
 fn send_to(tx: &mpsc::Sender<Event>, stats: &Stats, unreported: &mut u64, event: Event) {
-    if tx.try_send(event).is_err() {
-        stats.queue_full.fetch_add(1, Ordering::Relaxed);
+    if let Err(e) = tx.try_send(event) {
+        let kind = match &e {
+            mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
+                ev.kind.loss_kind()
+            }
+        };
+        stats.queue_full.add(kind, 1);
         *unreported += 1;
     }
 }
@@ -445,7 +451,7 @@ impl Reader {
         self.stats
             .metadata_overflowed
             .store(p.overflowed, Ordering::Relaxed);
-        let ringbuf = self.counters.read().lost_ringbuf();
+        let ringbuf = self.counters.lost_ringbuf();
         if ringbuf > self.reported_ringbuf {
             let count = ringbuf - self.reported_ringbuf;
             if self.try_report(count, "ring_buffer_full") {
@@ -471,5 +477,57 @@ impl Reader {
             kind: EventKind::LostEvents(LostEvents { count, cause }),
         };
         self.tx.try_send(ev).is_ok()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{event::ProcessExit, loss::LossKind};
+
+    fn exit(pid: u32) -> Event {
+        Event {
+            time_unix_ns: 0,
+            boot_ns: 1,
+            kind: EventKind::ProcessExit(ProcessExit {
+                pid,
+                tid: pid,
+                exit_code: Some(0),
+                signal: None,
+                start_boot_ns: 0,
+                duration_ns: 0,
+                binary: "/bin/true".into(),
+                container: None,
+            }),
+        }
+    }
+
+    #[test]
+    fn a_full_queue_counts_each_drop_by_kind() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let stats = Stats::default();
+        let mut unreported = 0;
+        send_to(&tx, &stats, &mut unreported, exit(1));
+        send_to(&tx, &stats, &mut unreported, exit(2));
+        send_to(&tx, &stats, &mut unreported, exit(3));
+        let lost = Event {
+            time_unix_ns: 0,
+            boot_ns: 2,
+            kind: EventKind::LostEvents(LostEvents {
+                count: 5,
+                cause: "ring_buffer_full",
+            }),
+        };
+        send_to(&tx, &stats, &mut unreported, lost);
+        assert_eq!(unreported, 3);
+        assert_eq!(stats.queue_full.get(LossKind::Exit), 2);
+        assert_eq!(stats.queue_full.get(LossKind::Other), 1);
+        assert_eq!(stats.queue_full.get(LossKind::File), 0);
+        assert_eq!(stats.queue_full.total(), 3);
+        // The first one went through.
+        assert!(matches!(
+            rx.try_recv().map(|e| e.kind),
+            Ok(EventKind::ProcessExit(ProcessExit { pid: 1, .. }))
+        ));
     }
 }

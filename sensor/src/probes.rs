@@ -378,6 +378,20 @@ impl KernelCounterReader {
     pub fn read(&self) -> KernelCounters {
         sum_counters(&self.counters)
     }
+
+    /// [`KernelCounters::lost_ringbuf`], reading only its three counters (the reader asks
+    /// every tick; each counter is a lookup, a system call).
+    pub fn lost_ringbuf(&self) -> u64 {
+        [
+            counter::LOST_RINGBUF_EXEC,
+            counter::LOST_RINGBUF_EXIT,
+            counter::LOST_RINGBUF_FILE,
+        ]
+        .iter()
+        .filter_map(|i| self.counters.get(i, 0).ok())
+        .map(|per_cpu| per_cpu.iter().sum::<u64>())
+        .sum()
+    }
 }
 
 fn sum_counters(map: &PerCpuArray<MapData, u64>) -> KernelCounters {

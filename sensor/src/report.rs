@@ -12,20 +12,18 @@
 //! # Loss accounting
 //!
 //! The buffer holds at most `buffer_events` real events. When an event arrives and the buffer
-//! is full, the oldest buffered event is dropped, counted (`reporter_buffer_lost`) and replaced
-//! by a `LostEvents{count, cause: REPORTER_BUFFER}` record, so that *events stored by the
-//! collector + lost counts stored by the collector == events generated*:
+//! is full, the oldest event never sent is dropped, counted (`reporter_buffer_lost`, and by
+//! kind `reporter_buffer_lost_{exec,exit,file,other}`) and merged into a pending
+//! `LostEvents{count, cause: REPORTER_BUFFER}` record, whose `seq` is the seq of the **first**
+//! dropped event of the run of drops (the collector stores the record in place of the dropped
+//! range; the range's other seqs are simply never seen). So *events stored by the collector +
+//! lost counts stored by the collector == events generated*, and the sensor's counters say
+//! exactly what the collector lacks.
 //!
-//! * An event that was never sent is merged into the pending loss record, whose `seq` is the
-//!   seq of the **first** dropped event of the run of drops (the collector stores the record
-//!   in place of the dropped range; the range's other seqs are simply never seen).
-//! * An event that was already sent but not yet acknowledged (the collector may or may not
-//!   have stored it) is replaced one-for-one by a loss record of count 1 carrying **its own**
-//!   seq: if the collector already has the event it de-duplicates the record away, otherwise it
-//!   stores the record. Either way the accounting stays exact.
-//!
-//! `reporter_buffer_lost` ([`ReporterStats::buffer_lost`]) counts every event dropped from the
-//! buffer, including such already-sent ones.
+//! Events already sent but not yet acknowledged are never dropped: the collector may have
+//! stored them, and a loss counted for them might be no loss at all. They are at most
+//! `buffer_events` (no more is sent while that many wait for their acknowledgement); when
+//! they fill the buffer, the arriving event is the one dropped.
 
 use std::{
     collections::VecDeque,
@@ -50,7 +48,10 @@ use tonic::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::api::wire::EncodedEvent;
+use crate::{
+    api::wire::EncodedEvent,
+    loss::{LossKind, PerKind},
+};
 
 /// Default for [`ReporterSettings::buffer_events`].
 pub const DEFAULT_BUFFER_EVENTS: usize = 100_000;
@@ -206,8 +207,10 @@ pub struct ReporterStats {
     pub sent_batches: u64,
     /// Events sent again after a reconnection.
     pub resent_events: u64,
-    /// Events dropped because the buffer was full (`reporter_buffer_lost`).
+    /// Events dropped because the buffer was full (`reporter_buffer_lost`), all kinds.
     pub buffer_lost: u64,
+    /// The same, by kind (`reporter_buffer_lost_exec`, ...).
+    pub buffer_lost_by_kind: [(LossKind, u64); 4],
     /// Report streams opened after the first one.
     pub reconnects: u64,
     /// A report stream is open now.
@@ -231,8 +234,6 @@ struct Buffer {
     sent: VecDeque<Entry>,
     /// Real events in `sent`.
     sent_real: usize,
-    /// `sent[..first_real]` are all loss records (a hint; scanning resumes from there).
-    first_real: usize,
     /// Loss record for never-sent events dropped since the last send.
     pending_lost: Option<pb::Event>,
     pending: VecDeque<EncodedEvent>,
@@ -246,26 +247,10 @@ impl Buffer {
         self.sent_real + self.pending.len()
     }
 
-    /// Drops the oldest real event, keeping the loss accounting exact (see the module docs).
-    fn drop_oldest(&mut self) -> bool {
-        if self.sent_real > 0 {
-            let mut i = self.first_real.min(self.sent.len());
-            while i < self.sent.len() && !self.sent[i].real {
-                i += 1;
-            }
-            if let Some(entry) = self.sent.get_mut(i) {
-                entry.event = EncodedEvent::of(&loss_record(&self.node, &entry.event, 1));
-                entry.real = false;
-                self.sent_real -= 1;
-                self.first_real = i + 1;
-                return true;
-            }
-            // Unreachable when `sent_real` is right; resynchronise and fall through.
-            self.sent_real = 0;
-        }
-        let Some(dropped) = self.pending.pop_front() else {
-            return false;
-        };
+    /// Drops the oldest event never sent, keeping the loss accounting exact (see the module
+    /// docs). Returns its kind, or None when nothing unsent is left.
+    fn drop_oldest(&mut self) -> Option<LossKind> {
+        let dropped = self.pending.pop_front()?;
         match self.pending_lost.as_mut() {
             Some(record) => {
                 if let Some(pb::event::Kind::LostEvents(lost)) = record.kind.as_mut() {
@@ -274,7 +259,7 @@ impl Buffer {
             }
             None => self.pending_lost = Some(loss_record(&self.node, &dropped, 1)),
         }
-        true
+        Some(dropped.kind)
     }
 
     /// Forgets everything up to and including `seq`; returns how many records went.
@@ -285,7 +270,6 @@ impl Buffer {
                 if entry.real {
                     self.sent_real -= 1;
                 }
-                self.first_real = self.first_real.saturating_sub(1);
                 n += 1;
             }
         }
@@ -387,7 +371,7 @@ struct Shared {
     acked: AtomicU64,
     sent_batches: AtomicU64,
     resent_events: AtomicU64,
-    buffer_lost: AtomicU64,
+    buffer_lost: PerKind,
     reconnects: AtomicU64,
     connected: AtomicBool,
 }
@@ -427,7 +411,6 @@ impl Reporter {
             buffer: Mutex::new(Buffer {
                 sent: VecDeque::new(),
                 sent_real: 0,
-                first_real: 0,
                 pending_lost: None,
                 pending: VecDeque::new(),
                 capacity,
@@ -440,7 +423,7 @@ impl Reporter {
             acked: AtomicU64::new(0),
             sent_batches: AtomicU64::new(0),
             resent_events: AtomicU64::new(0),
-            buffer_lost: AtomicU64::new(0),
+            buffer_lost: PerKind::default(),
             reconnects: AtomicU64::new(0),
             connected: AtomicBool::new(false),
         });
@@ -476,17 +459,16 @@ impl Reporter {
             let mut buffer = self.shared.lock();
             buffer.pending.push_back(event);
             let mut dropped = 0u64;
-            while buffer.real() > buffer.capacity && buffer.drop_oldest() {
+            while buffer.real() > buffer.capacity {
+                let Some(kind) = buffer.drop_oldest() else {
+                    break;
+                };
+                self.shared.buffer_lost.add(kind, 1);
                 dropped += 1;
             }
             (dropped, buffer.pending.len())
         };
         self.shared.offered.fetch_add(1, Ordering::Relaxed);
-        if dropped > 0 {
-            self.shared
-                .buffer_lost
-                .fetch_add(dropped, Ordering::Relaxed);
-        }
         // The task sleeps until a batch is due: it needs waking only when the first event of
         // a batch arrives (it then starts the batch delay) or when a full batch is waiting.
         // One wake-up per event cost a cross-thread wake (futex) per event.
@@ -506,7 +488,8 @@ impl Reporter {
             acked,
             sent_batches: s.sent_batches.load(Ordering::Relaxed),
             resent_events: s.resent_events.load(Ordering::Relaxed),
-            buffer_lost: s.buffer_lost.load(Ordering::Relaxed),
+            buffer_lost: s.buffer_lost.total(),
+            buffer_lost_by_kind: LossKind::ALL.map(|k| (k, s.buffer_lost.get(k))),
             reconnects: s.reconnects.load(Ordering::Relaxed),
             connected: s.connected.load(Ordering::Relaxed),
             lag_events: offered.saturating_sub(acked),

@@ -15,7 +15,10 @@ use jobwatch_proto::v1::{
     self as pb,
     collector_server::{Collector, CollectorServer},
 };
-use sensor::report::{ReportEndpoint, Reporter, ReporterSettings, ReporterStats};
+use sensor::{
+    loss::LossKind,
+    report::{ReportEndpoint, Reporter, ReporterSettings, ReporterStats},
+};
 use tokio::time::Instant;
 use tokio_stream::wrappers::{ReceiverStream, UnixListenerStream};
 use tokio_util::sync::CancellationToken;
@@ -226,6 +229,25 @@ fn event(seq: u64) -> pb::Event {
     }
 }
 
+/// A file creation event (its loss counts as a file's).
+fn file_event(seq: u64) -> pb::Event {
+    pb::Event {
+        kind: Some(pb::event::Kind::FileCreated(pb::FileCreated {
+            path: format!("/tmp/f{seq}"),
+            ..Default::default()
+        })),
+        ..event(seq)
+    }
+}
+
+fn lost_of(stats: &ReporterStats, kind: LossKind) -> u64 {
+    stats
+        .buffer_lost_by_kind
+        .iter()
+        .find(|(k, _)| *k == kind)
+        .map_or(0, |(_, n)| *n)
+}
+
 fn settings(socket: &Path) -> ReporterSettings {
     ReporterSettings {
         max_backoff: Duration::from_millis(200),
@@ -370,13 +392,22 @@ async fn full_buffer_drops_oldest_and_reports_the_loss() {
         cancel.clone(),
     );
 
-    // The collector is down.
+    // The collector is down. 300 file events, then 700 exits.
     for seq in 1..=1_000 {
-        reporter.offer(event(seq));
+        reporter.offer(if seq <= 300 {
+            file_event(seq)
+        } else {
+            event(seq)
+        });
     }
     let stats = reporter.stats();
     assert_eq!(stats.buffer_lost, 900);
     assert_eq!(stats.buffered, 100);
+    // The oldest 900 went: the 300 files and 600 exits, counted by kind.
+    assert_eq!(lost_of(&stats, LossKind::File), 300);
+    assert_eq!(lost_of(&stats, LossKind::Exit), 600);
+    assert_eq!(lost_of(&stats, LossKind::Exec), 0);
+    assert_eq!(lost_of(&stats, LossKind::Other), 0);
 
     let _collector = Running::start(&socket, &store, None);
     wait_for("all acked", &reporter, |s| s.acked == 1_000).await;
@@ -396,9 +427,10 @@ async fn full_buffer_drops_oldest_and_reports_the_loss() {
 }
 
 /// Events sent but not acknowledged when the buffer overflows: the collector may already have
-/// them, and the accounting still comes out exact.
+/// them, so they are kept (and sent again) and the events never sent are dropped instead; the
+/// sensor's loss counter then equals the loss the collector stores.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn overflow_of_sent_but_unacked_events_stays_exact() {
+async fn overflow_keeps_sent_but_unacked_events_and_counts_exactly() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("collector.sock");
     let store = Shared::default();
@@ -431,17 +463,31 @@ async fn overflow_of_sent_but_unacked_events_stays_exact() {
     for seq in 61..=500 {
         reporter.offer(event(seq));
     }
+    // 60 sent + 40 never sent fit; 61..=460 were dropped.
     assert_eq!(reporter.stats().buffer_lost, 400);
+    assert_eq!(reporter.stats().buffered, 100);
 
     lock(&store).no_acks = false;
     let _collector = Running::start(&socket, &store, None);
     wait_for("all acked", &reporter, |s| s.acked == 500).await;
     let (real, lost) = accounting(&store, reporter.run_id());
-    assert_eq!(real + lost, 500, "stored {real} + lost {lost}");
-    // The 60 the collector already had stay stored (their count-1 loss records are
-    // de-duplicated away); 61..=400 were never sent and are reported as one loss.
-    assert_eq!((real, lost), (160, 340));
+    assert_eq!(
+        (real, lost),
+        (100, 400),
+        "1..=60 and 461..=500 stored, 400 lost"
+    );
+    assert_eq!(lost, reporter.stats().buffer_lost);
+    assert_eq!(lost_of(&reporter.stats(), LossKind::Exit), 400);
+    // The 60 were sent again after the reconnection and de-duplicated by the collector.
     assert!(lock(&store).duplicates >= 60);
+    let s = lock(&store);
+    let seqs: Vec<u64> = s.of_run(reporter.run_id()).iter().map(|e| e.seq).collect();
+    assert_eq!(
+        seqs[59..62],
+        [60, 61, 461],
+        "the loss record takes the first dropped seq"
+    );
+    drop(s);
     cancel.cancel();
 }
 

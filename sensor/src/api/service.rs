@@ -173,7 +173,7 @@ pub fn status(i: &StatusInputs<'_>) -> pb::Status {
     let user = [
         ("records", load(&s.records)),
         ("decode_errors", load(&s.decode_errors)),
-        ("queue_full", load(&s.queue_full)),
+        ("queue_full", s.queue_full.total()),
         ("exec_events", load(&s.exec_events)),
         ("exit_events", load(&s.exit_events)),
         ("file_events", load(&s.file_events)),
@@ -194,6 +194,12 @@ pub fn status(i: &StatusInputs<'_>) -> pb::Status {
         name: name.to_string(),
         value,
     }));
+    counters.extend(
+        s.queue_full
+            .named("queue_full")
+            .into_iter()
+            .map(|(name, value)| pb::Counter { name, value }),
+    );
     let tracked = i
         .index
         .read()

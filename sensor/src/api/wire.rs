@@ -22,6 +22,7 @@ use crate::{
     attribution::workload::{CronJobRef, Workload},
     containers::index::ContainerRef,
     event::{self, Event, EventKind},
+    loss::LossKind,
     process_table::ProcessSource,
 };
 
@@ -32,6 +33,8 @@ pub struct EncodedEvent {
     pub seq: u64,
     pub time_unix_nano: i64,
     pub boot_ns: u64,
+    /// What its loss is counted as, should the reporter drop it.
+    pub kind: LossKind,
     pub bytes: Bytes,
 }
 
@@ -42,6 +45,12 @@ impl EncodedEvent {
             seq: e.seq,
             time_unix_nano: e.time_unix_nano,
             boot_ns: e.boot_ns,
+            kind: match e.kind {
+                Some(pb::event::Kind::ProcessExec(_)) => LossKind::Exec,
+                Some(pb::event::Kind::ProcessExit(_)) => LossKind::Exit,
+                Some(pb::event::Kind::FileCreated(_)) => LossKind::File,
+                _ => LossKind::Other,
+            },
             bytes: Bytes::from(e.encode_to_vec()),
         }
     }
@@ -80,6 +89,7 @@ impl Arena {
             seq,
             time_unix_nano,
             boot_ns: e.boot_ns,
+            kind: e.kind.loss_kind(),
             bytes: self.block.split().freeze(),
         }
     }

@@ -118,6 +118,76 @@ impl Drop for Meter {
     }
 }
 
+/// A CPU limit on one process and all its threads, as a DaemonSet's `resources.limits.cpu`
+/// puts on an agent: a cgroup of its own in the cpu controller with a CFS quota (v1
+/// `cpu.cfs_quota_us`, here; v2 `cpu.max` where the unified hierarchy has the controller).
+/// The cgroup is removed when dropped, once the process has ended.
+pub struct Limit {
+    dir: PathBuf,
+}
+
+/// CFS period of a limit, µs (the kernel's default).
+const LIMIT_PERIOD_US: u64 = 100_000;
+
+impl Limit {
+    /// Limits `pid` to `cpus` CPUs (0.25: a quarter of one CPU).
+    pub fn new(pid: u32, cpus: f64) -> Result<Limit> {
+        anyhow::ensure!(cpus > 0.0, "a CPU limit must be positive, not {cpus}");
+        let quota = ((cpus * LIMIT_PERIOD_US as f64) as u64).max(1_000);
+        let v1 = PathBuf::from("/sys/fs/cgroup/cpu");
+        let v2 = PathBuf::from("/sys/fs/cgroup");
+        let (root, setting, value) = if v1.join("cpu.cfs_quota_us").exists() {
+            (v1, "cpu.cfs_quota_us", quota.to_string())
+        } else if std::fs::read_to_string(v2.join("cgroup.subtree_control"))
+            .is_ok_and(|c| c.split_whitespace().any(|c| c == "cpu"))
+        {
+            (v2, "cpu.max", format!("{quota} {LIMIT_PERIOD_US}"))
+        } else {
+            anyhow::bail!("no cpu controller to limit a process with (cgroup v1 or v2)");
+        };
+        let dir = root.join(format!("jobwatch-bench-limit-{pid}"));
+        if !dir.is_dir() {
+            std::fs::create_dir(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        let limit = Limit { dir };
+        if setting == "cpu.cfs_quota_us" {
+            std::fs::write(
+                limit.dir.join("cpu.cfs_period_us"),
+                LIMIT_PERIOD_US.to_string(),
+            )
+            .context("setting cpu.cfs_period_us")?;
+        }
+        std::fs::write(limit.dir.join(setting), value)
+            .with_context(|| format!("setting {setting}"))?;
+        std::fs::write(limit.dir.join("cgroup.procs"), pid.to_string())
+            .with_context(|| format!("moving {pid} into {}", limit.dir.display()))?;
+        Ok(limit)
+    }
+
+    /// Times the limit held the process back (`nr_throttled` of `cpu.stat`).
+    pub fn throttled(&self) -> Option<u64> {
+        std::fs::read_to_string(self.dir.join("cpu.stat"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("nr_throttled "))?
+            .trim()
+            .parse()
+            .ok()
+    }
+}
+
+impl Drop for Limit {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        eprintln!("bench: could not remove {}", self.dir.display());
+    }
+}
+
 /// Time a thread ran, ns (the first field of `/proc/<pid>/schedstat`).
 fn schedstat_ns(pid: u32) -> Option<u64> {
     std::fs::read_to_string(format!("/proc/{pid}/schedstat"))

@@ -169,6 +169,8 @@ pub struct Observer {
     audit: Option<Mutex<AuditHandle>>,
     /// Stopped in reverse order when dropped (sensor before collector).
     children: Vec<Running>,
+    /// The CPU limit of the node-side process, if any (removed after the children stop).
+    limit: Option<cpu::Limit>,
     dir: PathBuf,
 }
 
@@ -197,6 +199,7 @@ impl Observer {
             trace: None,
             audit: None,
             children: Vec::new(),
+            limit: None,
             dir: dir.clone(),
         };
         match kind {
@@ -213,6 +216,22 @@ impl Observer {
             );
         }
         Ok(o)
+    }
+
+    /// Limits the configuration's node-side process (the sensor; bpftrace) to `cpus` CPUs,
+    /// as a DaemonSet's CPU limit would. The collector, like bpftrace's reader, is not
+    /// limited: it runs off the node in a cluster.
+    pub fn limit_cpu(&mut self, cpus: f64) -> Result<()> {
+        let pid = self
+            .bpf_pid
+            .with_context(|| format!("{} has no process to limit", self.kind.name()))?;
+        self.limit = Some(cpu::Limit::new(pid, cpus)?);
+        Ok(())
+    }
+
+    /// How many times the CPU limit held the node-side process back so far.
+    pub fn throttled(&self) -> Option<u64> {
+        self.limit.as_ref()?.throttled()
     }
 
     fn start_sensor(&mut self, ctx: &Ctx, opts: &SensorOptions) -> Result<()> {
@@ -462,6 +481,18 @@ impl Observer {
         })
     }
 
+    /// The sensor's loss counters that are not zero, `name=value` (for the log of a step).
+    pub fn sensor_losses(&self) -> Result<String> {
+        let s = self.sensor.as_ref().context("sensor handle")?;
+        let counters = sensor_counters(&s.cli, &s.sensor_sock)?;
+        Ok(counters
+            .iter()
+            .filter(|(k, v)| *v > 0 && (k.contains("lost") || k.starts_with("queue_full")))
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(" "))
+    }
+
     fn sensor_counts(&self, ctx: &Ctx) -> Result<Counts> {
         let s = self.sensor.as_ref().context("sensor handle")?;
         let stored = self.stored_counts(ctx)?;
@@ -478,10 +509,18 @@ impl Observer {
         .iter()
         .map(|n| get(n))
         .sum();
+        // Per kind, every cause that counts by kind: the kernel's ring buffer, the output
+        // queue, the reporter's buffer (which drops only events it never sent, so what it
+        // counts is what the collector lacks).
+        let of_kind = |kind: &str| {
+            get(&format!("kernel_lost_ringbuf_full_{kind}"))
+                + get(&format!("queue_full_{kind}"))
+                + get(&format!("reporter_buffer_lost_{kind}"))
+        };
         Ok(Counts {
             lost,
-            lost_exec: get("kernel_lost_ringbuf_full_exec"),
-            lost_file: get("kernel_lost_ringbuf_full_file"),
+            lost_exec: of_kind("exec"),
+            lost_file: of_kind("file"),
             ..stored
         })
     }
