@@ -753,6 +753,7 @@ impl Engine {
         };
         let no_process = pb::Process::default();
         let proc_ = f.process.as_ref().unwrap_or(&no_process);
+        let mut overflowed = false;
         if chain.is_container() {
             let state = self.container_state(&event.node, &chain.container_id);
             // Before the container's facts arrive every file waits to be judged again with
@@ -766,6 +767,8 @@ impl Engine {
             {
                 state.created.remove(src);
             }
+            // Once the facts are known only files that could run take room.
+            overflowed = !remembered && state.security.is_some();
             self.created_dropped += u64::from(!remembered);
         }
         let finding = |rule: usize, severity, message: String, details, evidence| Finding {
@@ -779,6 +782,39 @@ impl Engine {
             binary: proc_.binary.clone(),
             time: event.time_unix_nano,
         };
+
+        // Rule 4, drift: a container that created more files that could run than its table
+        // holds hides the ones after from the rule's "created, then executed" half (the
+        // upper-layer half still sees them). That is said once per container, when the first
+        // such file is not remembered: a job does not write a thousand executables.
+        if overflowed {
+            for i in self.rules_for(&chain, |d| matches!(d, Detector::Drift)) {
+                if !self.first_time(format!(
+                    "{i}|{}|{}|table full",
+                    event.node, chain.container_id
+                )) {
+                    continue;
+                }
+                findings.push(finding(
+                    i,
+                    self.rules.rules[i].severity,
+                    format!(
+                        "created more than {} files that could be executed; {} and the ones \
+                         after it are not tracked for drift",
+                        state::MAX_CREATED_PER_CONTAINER,
+                        f.path
+                    ),
+                    BTreeMap::from([
+                        ("path".to_string(), f.path.clone()),
+                        (
+                            "tracked_files".to_string(),
+                            state::MAX_CREATED_PER_CONTAINER.to_string(),
+                        ),
+                    ]),
+                    vec![stored.clone()],
+                ));
+            }
+        }
 
         // Rule 7: persistence.
         for i in self.rules_for(&chain, |d| matches!(d, Detector::PersistenceWrite(_))) {

@@ -971,6 +971,55 @@ fn created_files_a_container_cannot_remember_are_counted() {
 }
 
 #[test]
+fn a_container_that_fills_its_table_with_executables_is_told_once() {
+    // 1,024 executable files fill the table; the payload written after them is not
+    // remembered, so its execution is not "created then executed" drift: the overflow itself
+    // is the alert, once per container.
+    let mut e = engine();
+    let mut ev = Events::default();
+    let at = Place::new("batch", "flood", "flood-1");
+    let mut batch = vec![ev.created(&at, non_root())];
+    for i in 0..super::state::MAX_CREATED_PER_CONTAINER {
+        batch.push(ev.file_mode(
+            Some(&at),
+            "f1",
+            pb::FileOperation::Create,
+            &format!("/tmp/bin{i}"),
+            0o100755,
+        ));
+    }
+    let out = e.observe(&batch);
+    assert!(of_rule(&out, "JW004").is_empty(), "{:?}", summary(&out));
+    let payload = ev.file_mode(
+        Some(&at),
+        "f1",
+        pb::FileOperation::Create,
+        "/tmp/payload",
+        0o100755,
+    );
+    let more = ev.file_mode(
+        Some(&at),
+        "f1",
+        pb::FileOperation::Create,
+        "/tmp/more",
+        0o100755,
+    );
+    let out = e.observe(&[payload.clone(), more]);
+    let full = of_rule(&out, "JW004");
+    assert_eq!(full.len(), 1, "{:?}", summary(&out));
+    assert_eq!(
+        full[0].message,
+        "created more than 1024 files that could be executed; /tmp/payload and the ones after \
+         it are not tracked for drift"
+    );
+    assert_eq!(full[0].details["path"], "/tmp/payload");
+    assert_eq!(full[0].details["tracked_files"], "1024");
+    let ids: Vec<u64> = full[0].evidence.iter().map(|s| s.id).collect();
+    assert_eq!(ids, [payload.id]);
+    assert_eq!(e.table_sizes()[4], ("created_files_dropped", 2));
+}
+
+#[test]
 fn data_files_do_not_crowd_out_a_binary_written_later() {
     // More data files than the table holds, then a binary written and run: still drift,
     // because a file that cannot run takes no room once the container's facts are known.
