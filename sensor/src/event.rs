@@ -98,6 +98,25 @@ impl EventKind {
     }
 }
 
+/// An exit of `/bin/true` by `pid` (its `boot_ns` is the pid), for tests.
+#[cfg(test)]
+pub(crate) fn test_exit(pid: u32) -> Event {
+    Event {
+        time_unix_ns: 0,
+        boot_ns: u64::from(pid),
+        kind: EventKind::ProcessExit(ProcessExit {
+            pid,
+            tid: pid,
+            exit_code: Some(0),
+            signal: None,
+            start_boot_ns: 0,
+            duration_ns: 0,
+            binary: "/bin/true".into(),
+            container: None,
+        }),
+    }
+}
+
 impl Event {
     /// Attaches the container of a process event (exec, exit, file).
     pub fn set_container(&mut self, container: Option<Arc<ContainerRef>>) {

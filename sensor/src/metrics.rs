@@ -25,7 +25,7 @@ use tokio::{
 };
 use tokio_util::sync::CancellationToken;
 
-use crate::api::service::StatusFn;
+use crate::{api::service::StatusFn, loss::LossKind};
 
 /// Largest request head (request line and headers) accepted, bytes.
 pub const MAX_HEAD_BYTES: usize = 8 * 1024;
@@ -180,11 +180,11 @@ pub fn render(status: &pb::Status, extra: &[(&str, u64)]) -> String {
     // A userspace cause's samples by kind (`<counter>_exec`, ...), or its total alone when
     // the status has no per-kind counters.
     let by_kind = |cause: &'static str, counter: &str| -> Vec<Sample<'static>> {
-        let kinds: Vec<Sample<'static>> = ["exec", "exit", "file", "other"]
-            .into_iter()
-            .filter_map(|kind| {
-                get(&format!("{counter}_{kind}"))
-                    .map(|v| (vec![("cause", cause), ("kind", kind)], v))
+        let kinds: Vec<Sample<'static>> = LossKind::ALL
+            .iter()
+            .filter_map(|k| {
+                get(&format!("{counter}_{}", k.name()))
+                    .map(|v| (vec![("cause", cause), ("kind", k.name())], v))
             })
             .collect();
         if kinds.is_empty() {

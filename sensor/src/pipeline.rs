@@ -264,12 +264,7 @@ fn seed_process_table(table: &mut ProcessTable, stats: &Stats) {
 /// Offers an event to the output queue; a full queue drops it, counted (and reported later).
 fn send_to(tx: &mpsc::Sender<Event>, stats: &Stats, unreported: &mut u64, event: Event) {
     if let Err(e) = tx.try_send(event) {
-        let kind = match &e {
-            mpsc::error::TrySendError::Full(ev) | mpsc::error::TrySendError::Closed(ev) => {
-                ev.kind.loss_kind()
-            }
-        };
-        stats.queue_full.add(kind, 1);
+        stats.queue_full.add(e.into_inner().kind.loss_kind(), 1);
         *unreported += 1;
     }
 }
@@ -483,24 +478,10 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{event::ProcessExit, loss::LossKind};
-
-    fn exit(pid: u32) -> Event {
-        Event {
-            time_unix_ns: 0,
-            boot_ns: 1,
-            kind: EventKind::ProcessExit(ProcessExit {
-                pid,
-                tid: pid,
-                exit_code: Some(0),
-                signal: None,
-                start_boot_ns: 0,
-                duration_ns: 0,
-                binary: "/bin/true".into(),
-                container: None,
-            }),
-        }
-    }
+    use crate::{
+        event::{ProcessExit, test_exit as exit},
+        loss::LossKind,
+    };
 
     #[test]
     fn a_full_queue_counts_each_drop_by_kind() {

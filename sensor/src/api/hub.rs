@@ -243,10 +243,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        api::filter,
-        event::{EventKind, ProcessExit},
-    };
+    use crate::{api::filter, event::test_exit as exit};
 
     fn hub(queue: usize) -> Hub {
         Hub::new(
@@ -257,23 +254,6 @@ mod tests {
             BootClock::fixed(1_000),
             queue,
         )
-    }
-
-    fn exit(pid: u32) -> Event {
-        Event {
-            time_unix_ns: 0,
-            boot_ns: u64::from(pid),
-            kind: EventKind::ProcessExit(ProcessExit {
-                pid,
-                tid: pid,
-                exit_code: Some(0),
-                signal: None,
-                start_boot_ns: 0,
-                duration_ns: 0,
-                binary: "/bin/true".into(),
-                container: None,
-            }),
-        }
     }
 
     fn all() -> Compiled {

@@ -56,8 +56,9 @@ impl Step {
     }
 }
 
-/// The node-side agents' CPU limit in the limited run: a quarter of one CPU, as a DaemonSet's
-/// `resources.limits.cpu: 250m` would give them.
+/// The node-side agents' CPU limit in the limited run: a twentieth of one CPU, as a DaemonSet's
+/// `resources.limits.cpu: 50m` would give them: low enough that both agents' cliffs fall
+/// within the generator's reach on two CPUs.
 const LIMIT_CPUS: f64 = 0.05;
 /// The limited run's configurations: the node-side agents.
 const LIMITED_KINDS: [Kind; 2] = [Kind::Sensor, Kind::Bpftrace];

@@ -107,13 +107,7 @@ impl Drop for Meter {
         // The process has been stopped by now (Observer stops its children first); the
         // cgroup is removed once empty.
         if let How::Cgroup(dir) = &self.how {
-            for _ in 0..50 {
-                if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
-                    return;
-                }
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            eprintln!("bench: could not remove {}", dir.display());
+            remove_cgroup(dir);
         }
     }
 }
@@ -178,14 +172,20 @@ impl Limit {
 
 impl Drop for Limit {
     fn drop(&mut self) {
-        for _ in 0..50 {
-            if std::fs::remove_dir(&self.dir).is_ok() || !self.dir.exists() {
-                return;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(20));
-        }
-        eprintln!("bench: could not remove {}", self.dir.display());
+        remove_cgroup(&self.dir);
     }
+}
+
+/// Removes a cgroup directory the benchmark made, waiting up to a second for its last process
+/// to be gone (a cgroup with processes cannot be removed); says so if it stays.
+fn remove_cgroup(dir: &std::path::Path) {
+    for _ in 0..50 {
+        if std::fs::remove_dir(dir).is_ok() || !dir.exists() {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    eprintln!("bench: could not remove {}", dir.display());
 }
 
 /// Time a thread ran, ns (the first field of `/proc/<pid>/schedstat`).
