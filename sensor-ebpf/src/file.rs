@@ -14,6 +14,7 @@
 //!   syscall resolved against, joined with the name as given.
 
 use aya_ebpf::{
+    EbpfContext as _,
     helpers::{bpf_get_current_pid_tgid, generated::bpf_ktime_get_boot_ns},
     macros::tracepoint,
     maps::lpm_trie::Key,
@@ -43,11 +44,26 @@ const fn arg_offset(n: usize) -> usize {
 }
 const RET_OFFSET: usize = 16;
 
-/// The n-th syscall argument (0 if unreadable).
+/// The 8-byte field at `off` of the tracepoint's record: a plain load from the context, which
+/// the verifier allows for tracepoint programs at aligned constant offsets (no helper call, as
+/// `TracePointContext::read_at` would make).
+#[inline(always)]
+fn record_u64(ctx: &TracePointContext, off: usize) -> u64 {
+    // SAFETY: `off` is a constant multiple of 8 inside the syscall tracepoint's record (six
+    // argument slots from 16 on entry, `ret` at 16 on exit); the verifier checks the access.
+    unsafe { core::ptr::read_volatile(ctx.as_ptr().cast::<u8>().add(off).cast::<u64>()) }
+}
+
+/// The n-th syscall argument.
 #[inline(always)]
 fn arg(ctx: &TracePointContext, n: usize) -> u64 {
-    // SAFETY: syscall tracepoint records hold six 8-byte argument slots from offset 16.
-    unsafe { ctx.read_at::<u64>(arg_offset(n)) }.unwrap_or(0)
+    record_u64(ctx, arg_offset(n))
+}
+
+/// The syscall's return value, at its exit.
+#[inline(always)]
+fn ret(ctx: &TracePointContext) -> i64 {
+    record_u64(ctx, RET_OFFSET) as i64
 }
 
 /// A file descriptor argument (int, sign-extended from the slot's low half).
@@ -279,9 +295,7 @@ pub fn exit_file_syscall(ctx: TracePointContext) -> u32 {
     // SAFETY: the value is copied before the entry is removed.
     let pending = unsafe { *pending };
     let _ = PENDING.remove(key);
-    // SAFETY: sys_exit_* records hold `long ret` at offset 16.
-    let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
-    if ret != 0 {
+    if ret(&ctx) != 0 {
         return 0;
     }
     if let Some(s) = scratch() {
@@ -293,8 +307,7 @@ pub fn exit_file_syscall(ctx: TracePointContext) -> u32 {
 /// Exit of open, openat, openat2 and creat: report the file if this call created it.
 #[tracepoint]
 pub fn exit_open(ctx: TracePointContext) -> u32 {
-    // SAFETY: sys_exit_* records hold `long ret` at offset 16.
-    let ret: i64 = unsafe { ctx.read_at(RET_OFFSET) }.unwrap_or(-1);
+    let ret = ret(&ctx);
     if ret < 0 || ret > i32::MAX as i64 {
         return 0;
     }
