@@ -9,9 +9,8 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use jobwatch_proto::v1 as pb;
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tonic::Status;
+use jobwatch_proto::{feed::Feed, v1 as pb};
+use tokio::sync::mpsc;
 
 use crate::filter::Compiled;
 
@@ -19,14 +18,12 @@ use crate::filter::Compiled;
 pub const SUBSCRIBER_QUEUE: usize = 4096;
 
 /// What a subscriber receives.
-pub type Item = Result<pb::StoredEvent, Status>;
+pub type Item = jobwatch_proto::feed::Item<pb::StoredEvent>;
 
 struct Subscriber {
     filter: Compiled,
     nodes: Vec<String>,
-    tx: mpsc::Sender<Item>,
-    /// Events lost since the last one delivered.
-    lost: u64,
+    feed: Feed<pb::StoredEvent>,
 }
 
 struct Inner {
@@ -46,20 +43,6 @@ impl std::fmt::Debug for Hub {
         f.debug_struct("Hub")
             .field("queue", &self.inner.queue)
             .finish_non_exhaustive()
-    }
-}
-
-enum Offer {
-    Sent,
-    Full,
-    Closed,
-}
-
-fn offer(tx: &mpsc::Sender<Item>, e: pb::StoredEvent) -> Offer {
-    match tx.try_send(Ok(e)) {
-        Ok(()) => Offer::Sent,
-        Err(TrySendError::Full(_)) => Offer::Full,
-        Err(TrySendError::Closed(_)) => Offer::Closed,
     }
 }
 
@@ -115,32 +98,12 @@ impl Hub {
                 if !sub.filter.matches(e) {
                     return true;
                 }
-                if sub.lost > 0 {
-                    let report = loss_report(sub.lost, e);
+                let report = |count| {
+                    let report = loss_report(count, e);
                     let shown = report.event.as_ref().is_some_and(|r| sub.filter.matches(r));
-                    if shown {
-                        match offer(&sub.tx, report) {
-                            Offer::Sent => sub.lost = 0,
-                            Offer::Full => {
-                                sub.lost += 1;
-                                lost_now += 1;
-                                return true;
-                            }
-                            Offer::Closed => return false,
-                        }
-                    } else {
-                        sub.lost = 0;
-                    }
-                }
-                match offer(&sub.tx, stored.clone()) {
-                    Offer::Sent => true,
-                    Offer::Full => {
-                        sub.lost += 1;
-                        lost_now += 1;
-                        true
-                    }
-                    Offer::Closed => false,
-                }
+                    shown.then_some(report)
+                };
+                sub.feed.offer(stored.clone(), report, &mut lost_now)
             });
         }
         if lost_now > 0 {
@@ -152,12 +115,11 @@ impl Hub {
 
     /// A new subscriber to events of `nodes` (any, when empty) that pass `filter`.
     pub fn subscribe(&self, filter: Compiled, nodes: Vec<String>) -> mpsc::Receiver<Item> {
-        let (tx, rx) = mpsc::channel(self.inner.queue);
+        let (feed, rx) = Feed::channel(self.inner.queue);
         self.lock().push(Subscriber {
             filter,
             nodes,
-            tx,
-            lost: 0,
+            feed,
         });
         rx
     }
@@ -165,7 +127,7 @@ impl Hub {
     /// Subscribers connected now.
     pub fn subscribers(&self) -> usize {
         let mut subs = self.lock();
-        subs.retain(|s| !s.tx.is_closed());
+        subs.retain(|s| !s.feed.is_closed());
         subs.len()
     }
 

@@ -6,4 +6,5 @@ pub mod v1 {
 }
 
 pub mod codec;
+pub mod feed;
 pub mod filter;

@@ -10,9 +10,8 @@ use std::sync::{
     atomic::{AtomicU64, Ordering},
 };
 
-use jobwatch_proto::v1 as pb;
-use tokio::sync::mpsc::{self, error::TrySendError};
-use tonic::Status;
+use jobwatch_proto::{feed::Feed, v1 as pb};
+use tokio::sync::mpsc;
 
 use crate::{
     api::{
@@ -25,7 +24,7 @@ use crate::{
 };
 
 /// What a subscriber receives.
-pub type Item = Result<pb::Event, Status>;
+pub type Item = jobwatch_proto::feed::Item<pb::Event>;
 
 /// The hub's counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -40,9 +39,7 @@ pub struct HubStats {
 
 struct Subscriber {
     filter: Compiled,
-    tx: mpsc::Sender<Item>,
-    /// Events lost since the last one this subscriber got.
-    lost: u64,
+    feed: Feed<pb::Event>,
 }
 
 /// Where every numbered event goes besides the subscribers, encoded (must not block).
@@ -75,21 +72,6 @@ pub struct Hub {
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").field("stats", &self.stats()).finish()
-    }
-}
-
-/// What `offer` did with an event.
-enum Offer {
-    Sent,
-    Full,
-    Closed,
-}
-
-fn offer(tx: &mpsc::Sender<Item>, e: pb::Event) -> Offer {
-    match tx.try_send(Ok(e)) {
-        Ok(()) => Offer::Sent,
-        Err(TrySendError::Full(_)) => Offer::Full,
-        Err(TrySendError::Closed(_)) => Offer::Closed,
     }
 }
 
@@ -155,31 +137,11 @@ impl Hub {
             if !sub.filter.matches(&pbe) {
                 return true;
             }
-            if sub.lost > 0 {
-                let report = self.loss_report(sub.lost, &pbe);
-                if sub.filter.matches(&report) {
-                    match offer(&sub.tx, report) {
-                        Offer::Sent => sub.lost = 0,
-                        Offer::Full => {
-                            sub.lost += 1;
-                            lost_now += 1;
-                            return true;
-                        }
-                        Offer::Closed => return false,
-                    }
-                } else {
-                    sub.lost = 0;
-                }
-            }
-            match offer(&sub.tx, pbe.clone()) {
-                Offer::Sent => true,
-                Offer::Full => {
-                    sub.lost += 1;
-                    lost_now += 1;
-                    true
-                }
-                Offer::Closed => false,
-            }
+            let report = |count| {
+                let report = self.loss_report(count, &pbe);
+                sub.filter.matches(&report).then_some(report)
+            };
+            sub.feed.offer(pbe.clone(), report, &mut lost_now)
         });
         if lost_now > 0 {
             self.inner
@@ -214,19 +176,15 @@ impl Hub {
         filter: Compiled,
         capacity: usize,
     ) -> mpsc::Receiver<Item> {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        self.lock().subscribers.push(Subscriber {
-            filter,
-            tx,
-            lost: 0,
-        });
+        let (feed, rx) = Feed::channel(capacity);
+        self.lock().subscribers.push(Subscriber { filter, feed });
         rx
     }
 
     /// Subscribers connected now (those that went away are forgotten).
     pub fn subscribers(&self) -> usize {
         let subs = &mut self.lock().subscribers;
-        subs.retain(|s| !s.tx.is_closed());
+        subs.retain(|s| !s.feed.is_closed());
         subs.len()
     }
 
