@@ -103,7 +103,7 @@ impl Hub {
                     let shown = report.event.as_ref().is_some_and(|r| sub.filter.matches(r));
                     shown.then_some(report)
                 };
-                sub.feed.offer(stored.clone(), report, &mut lost_now)
+                sub.feed.offer(stored, report, &mut lost_now)
             });
         }
         if lost_now > 0 {

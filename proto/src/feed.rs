@@ -37,20 +37,24 @@ impl<T> Feed<T> {
         self.tx.is_closed()
     }
 
-    /// Offers `item`, preceded by the report of what this subscriber lost, if it lost any:
-    /// `report(count)` builds that report, or gives None when the subscriber would not see it
-    /// (its filter hides it), and then the count is forgotten. An item that does not fit, or
-    /// whose report does not, is lost: counted here and added to `lost_now`. Returns false when
-    /// the subscriber has gone (the publisher drops it).
+    /// Offers a copy of `item`, preceded by the report of what this subscriber lost, if it lost
+    /// any: `report(count)` builds that report, or gives None when the subscriber would not see
+    /// it (its filter hides it), and then the count is forgotten. An item that does not fit, or
+    /// whose report does not, is lost: counted here and added to `lost_now`, and not copied (a
+    /// slot is reserved before the copy is made). Returns false when the subscriber has gone
+    /// (the publisher drops it).
     pub fn offer(
         &mut self,
-        item: T,
+        item: &T,
         report: impl FnOnce(u64) -> Option<T>,
         lost_now: &mut u64,
-    ) -> bool {
+    ) -> bool
+    where
+        T: Clone,
+    {
         if self.lost > 0 {
             match report(self.lost) {
-                Some(report) => match self.send(report) {
+                Some(report) => match self.send(|| report) {
                     Sent::Yes => self.lost = 0,
                     Sent::Full => return self.lose(lost_now),
                     Sent::Closed => return false,
@@ -58,18 +62,22 @@ impl<T> Feed<T> {
                 None => self.lost = 0,
             }
         }
-        match self.send(item) {
+        match self.send(|| item.clone()) {
             Sent::Yes => true,
             Sent::Full => self.lose(lost_now),
             Sent::Closed => false,
         }
     }
 
-    fn send(&self, item: T) -> Sent {
-        match self.tx.try_send(Ok(item)) {
-            Ok(()) => Sent::Yes,
-            Err(TrySendError::Full(_)) => Sent::Full,
-            Err(TrySendError::Closed(_)) => Sent::Closed,
+    /// Sends what `make` makes if there is room (made only then).
+    fn send(&self, make: impl FnOnce() -> T) -> Sent {
+        match self.tx.try_reserve() {
+            Ok(permit) => {
+                permit.send(Ok(make()));
+                Sent::Yes
+            }
+            Err(TrySendError::Full(())) => Sent::Full,
+            Err(TrySendError::Closed(())) => Sent::Closed,
         }
     }
 
@@ -101,14 +109,14 @@ mod tests {
         let (mut feed, mut rx) = Feed::channel(2);
         let mut lost_now = 0;
         for i in 1..=5 {
-            assert!(feed.offer(i, report, &mut lost_now));
+            assert!(feed.offer(&i, report, &mut lost_now));
         }
         assert_eq!(lost_now, 3);
         assert_eq!(drain(&mut rx), [1, 2]);
-        assert!(feed.offer(6, report, &mut lost_now));
+        assert!(feed.offer(&6, report, &mut lost_now));
         assert_eq!(drain(&mut rx), [-3, 6]);
         // Told once: the count starts again from zero.
-        assert!(feed.offer(7, report, &mut lost_now));
+        assert!(feed.offer(&7, report, &mut lost_now));
         assert_eq!(drain(&mut rx), [7]);
         assert_eq!(lost_now, 3);
     }
@@ -118,13 +126,13 @@ mod tests {
         let (mut feed, mut rx) = Feed::channel(2);
         let mut lost_now = 0;
         for i in 1..=3 {
-            assert!(feed.offer(i, report, &mut lost_now));
+            assert!(feed.offer(&i, report, &mut lost_now));
         }
         // The report of the one lost (3) does not fit the full queue: 4 is lost and counted too.
-        assert!(feed.offer(4, report, &mut lost_now));
+        assert!(feed.offer(&4, report, &mut lost_now));
         assert_eq!(lost_now, 2);
         assert_eq!(drain(&mut rx), [1, 2]);
-        assert!(feed.offer(5, report, &mut lost_now));
+        assert!(feed.offer(&5, report, &mut lost_now));
         assert_eq!(drain(&mut rx), [-2, 5]);
         assert_eq!(lost_now, 2);
     }
@@ -133,11 +141,11 @@ mod tests {
     fn a_hidden_report_is_forgotten() {
         let (mut feed, mut rx) = Feed::channel(1);
         let mut lost_now = 0;
-        assert!(feed.offer(1, report, &mut lost_now));
-        assert!(feed.offer(2, report, &mut lost_now));
+        assert!(feed.offer(&1, report, &mut lost_now));
+        assert!(feed.offer(&2, report, &mut lost_now));
         assert_eq!(drain(&mut rx), [1]);
-        assert!(feed.offer(3, |_| None, &mut lost_now));
-        assert!(feed.offer(4, report, &mut lost_now));
+        assert!(feed.offer(&3, |_| None, &mut lost_now));
+        assert!(feed.offer(&4, report, &mut lost_now));
         assert_eq!(drain(&mut rx), [3]);
         assert_eq!(lost_now, 2);
         assert_eq!(drain(&mut rx), Vec::<i64>::new());
@@ -149,7 +157,7 @@ mod tests {
         drop(rx);
         assert!(feed.is_closed());
         let mut lost_now = 0;
-        assert!(!feed.offer(1, report, &mut lost_now));
+        assert!(!feed.offer(&1, report, &mut lost_now));
         assert_eq!(lost_now, 0);
     }
 }

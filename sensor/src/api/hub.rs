@@ -141,7 +141,7 @@ impl Hub {
                 let report = self.loss_report(count, &pbe);
                 sub.filter.matches(&report).then_some(report)
             };
-            sub.feed.offer(pbe.clone(), report, &mut lost_now)
+            sub.feed.offer(&pbe, report, &mut lost_now)
         });
         if lost_now > 0 {
             self.inner
